@@ -1,0 +1,53 @@
+"""User-facing errors: what went wrong, in which file, at which key and line.
+
+Only `cli.py` turns these into exit codes; everything else raises them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class OutageSimError(Exception):
+    """Base class of the errors a user can cause and fix."""
+
+    exit_code = 1
+
+
+class ScenarioError(OutageSimError):
+    """A scenario file (or an override) is not valid: names the file, dotted key and line."""
+
+    exit_code = 2
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | Path | None = None,
+        key: str | None = None,
+        line: int | None = None,
+    ) -> None:
+        self.message = message
+        self.file = str(file) if file is not None else None
+        self.key = key
+        self.line = line
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = self.file or "<scenario>"
+        if self.line is not None:
+            where += f":{self.line}"
+        key = f" [{self.key}]" if self.key else ""
+        return f"{where}:{key} {self.message}"
+
+
+class RunTooLargeError(OutageSimError):
+    """A run would simulate more requests than is sensible without `--force`."""
+
+    exit_code = 2
+
+
+class UsageError(OutageSimError):
+    """Arguments that make no sense together (not a scenario problem)."""
+
+    exit_code = 2

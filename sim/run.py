@@ -1,0 +1,147 @@
+"""simulate(scenario) -> Result: pick the engine, run it, analyse the outages.
+
+No files are written here; `report.write_report` does that.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sim import __version__
+from sim.errors import RunTooLargeError
+from sim.metrics import Recorder, Timeseries
+from sim.outages import analyse_outages
+from sim.scenario import Scenario
+from sim.units import format_duration
+from sim.workload import Demand
+
+MAX_SIMULATED_REQUESTS = 50_000_000
+
+
+@dataclass
+class Result:
+    """What a run produced: the summary dict (summary.json) and the per-bin time series."""
+
+    scenario: Scenario
+    summary: dict[str, Any]
+    timeseries: Timeseries
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def estimate_requests(scenario: Scenario, demand: Demand | None = None) -> float:
+    """Expected simulated attempts of a DES run (fresh requests and, at worst, every retry)."""
+    demand = demand or Demand(scenario)
+    fresh = demand.expected_total() / scenario.scenario.scale
+    retries = scenario.client.retries if scenario.client else 0
+    return fresh * (1 + min(retries, 1))
+
+
+def check_size(scenario: Scenario, demand: Demand | None = None, force: bool = False) -> float:
+    """Refuse (RunTooLargeError) a DES run estimated above 50M simulated requests, unless forced."""
+    estimate = estimate_requests(scenario, demand)
+    if scenario.scenario.engine == "des" and estimate > MAX_SIMULATED_REQUESTS and not force:
+        suggested = scenario.scenario.scale * math.ceil(estimate / (MAX_SIMULATED_REQUESTS / 2))
+        raise RunTooLargeError(
+            f"this run would simulate about {estimate:,.0f} requests (limit "
+            f"{MAX_SIMULATED_REQUESTS:,}); use --set scenario.scale={suggested:g}, "
+            "--engine fluid, or --force"
+        )
+    return estimate
+
+
+def simulate(scenario: Scenario, *, progress=None, force: bool = True) -> Result:
+    """Run a scenario with its engine and return the Result (nothing is written)."""
+    wall_start = time.perf_counter()
+    demand = Demand(scenario)
+    check_size(scenario, demand, force=force)
+    meta = scenario.scenario
+    n_bins = math.ceil(meta.duration / meta.bin - 1e-9)
+    recorder = Recorder(n_bins, meta.bin, meta.scale)
+    if meta.engine == "fluid":
+        from sim.engine.fluid import FluidEngine
+
+        engine = FluidEngine(scenario, demand, recorder)
+    else:
+        from sim.engine.des import DesEngine
+
+        engine = DesEngine(scenario, demand, recorder)
+    end_s = engine.run(progress)
+    mean_s = scenario.service.time.mean_s
+    timeseries = recorder.timeseries(demand.bin_means(meta.bin, n_bins), mean_s, meta.start)
+    wall = time.perf_counter() - wall_start
+    summary = build_summary(scenario, recorder, timeseries, engine, end_s, wall)
+    return Result(scenario=scenario, summary=summary, timeseries=timeseries)
+
+
+def build_summary(scenario, recorder, timeseries, engine, end_s: float, wall_s: float) -> dict:
+    """The summary.json dict (DESIGN.md 'Outputs')."""
+    meta = scenario.scenario
+    scale = meta.scale
+    totals = {name: float(sum(getattr(recorder, name))) * scale for name in (
+        "fresh", "attempts", "retries", "succeeded", "timed_out", "rejected", "dropped",
+        "throttled")}  # fmt: skip
+    requests = {k: _count(v) for k, v in totals.items()}
+    busy_area = sum(recorder.busy_area[: recorder.closed_bins])
+    server_area = sum(recorder.server_area[: recorder.closed_bins])
+    started = recorder.started
+    wait = {
+        "mean": recorder.wait_sum / started if started else math.nan,
+        "p_wait": recorder.waited / started if started else math.nan,
+    }
+    queue_col = timeseries["queue"]
+    queue_area = sum(recorder.queue_area[: recorder.closed_bins])
+    queue = {
+        "mean": queue_area / end_s * scale if end_s > 0 else 0.0,
+        "max": float(queue_col.max()) if len(queue_col) else 0.0,
+        "final": float(queue_col[-1]) if len(queue_col) else 0.0,
+    }
+    summary: dict[str, Any] = {
+        "scenario": meta.name,
+        "title": meta.title or meta.name,
+        "seed": meta.seed,
+        "engine": meta.engine,
+        "scale": scale,
+        "version": __version__,
+        "scenario_sha256": scenario.sha256,
+        "duration_s": end_s,
+        "start": meta.start.isoformat() if meta.start else None,
+        "requests": requests,
+        "amplification": totals["attempts"] / totals["fresh"] if totals["fresh"] else math.nan,
+        "success_ratio": totals["succeeded"] / totals["fresh"] if totals["fresh"] else math.nan,
+        "latency_s": recorder.latency_summary(),
+        "wait_s": wait,
+        "utilization": busy_area / server_area if server_area > 0 else math.nan,
+        "queue": queue,
+    }
+    summary.update(analyse_outages(scenario, timeseries, recorder.events))
+    summary["timeline"] = sorted(recorder.events + _surge_events(scenario), key=lambda e: e["t_s"])
+    summary["interrupted"] = bool(getattr(engine, "interrupted", False))
+    summary["wall_time_s"] = wall_s
+    summary["events"] = engine.simulated_events()
+    summary["simulated_per_s"] = totals["attempts"] / scale / wall_s if wall_s > 0 else math.nan
+    return summary
+
+
+def _count(value: float) -> int | float:
+    return int(round(value)) if abs(value - round(value)) < 1e-6 else value
+
+
+def _surge_events(scenario: Scenario) -> list[dict]:
+    events = []
+    surges = list(scenario.arrivals.surge)
+    if scenario.population is not None:
+        surges += scenario.population.surge
+    for surge in surges:
+        what = f"×{surge.factor:g}" if surge.factor is not None else f"{surge.rate:g}/s"
+        label = f"surge {what}"
+        if surge.duration is not None:
+            label += f" for {format_duration(surge.duration)}"
+        events.append({"t_s": surge.at, "kind": "surge", "label": label})
+        if surge.duration is not None:
+            events.append(
+                {"t_s": surge.at + surge.duration, "kind": "surge_end", "label": "surge ends"}
+            )
+    return events
