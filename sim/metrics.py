@@ -22,6 +22,8 @@ COUNTERS = (
     "rejected",
     "dropped",
     "throttled",
+    "fresh_ok",
+    "fresh_failed",
 )
 # Latency histogram: 40 log-spaced buckets per decade from 10 µs to 10^6 s (ratio 1.059).
 HIST_MIN_S = 1e-5
@@ -53,6 +55,7 @@ TIMESERIES_COLUMNS = (
     "latency_p50",
     "latency_p95",
     "latency_p99",
+    "success_ratio",
 )
 
 
@@ -168,6 +171,9 @@ class Recorder:
         cols["capacity_rps"] = np.asarray(self.capacity_area[:n]) / bin_s * scale / mean_service_s
         for i, q in enumerate(("latency_p50", "latency_p95", "latency_p99")):
             cols[q] = self.latency_pct[:n, i].copy()
+        decided = cols["fresh_ok"] + cols["fresh_failed"]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cols["success_ratio"] = np.where(decided > 0, cols["fresh_ok"] / decided, np.nan)
         return Timeseries(bin_s=bin_s, start=start, columns=cols)
 
     def latency_summary(self) -> dict:

@@ -7,10 +7,13 @@ numbers come from numpy in blocks, and the pool keeps its own counters. Rare con
 (capacity schedule, planner, autoscaler, faults) are ordinary SimPy processes in
 `controls.py`, acting through `set_planned_servers` and `set_fault`.
 
-An attempt is a small list `[arrival_t, deadline_t, tries, state, last_backoff_s]`; its state
-is LIVE (its client waits), GONE (its client timed out; the server may still do the work)
-or DONE (answered). Timeouts are all equal, so deadlines come in arrival order and one timer
-event walks them in a deque. The engine writes only into a `Recorder`.
+An attempt is a small list `[arrival_t, deadline_t, tries, state, last_backoff_s, fresh_bin]`;
+its state is LIVE (its client waits), GONE (its client timed out; the server may still do the
+work) or DONE (answered). `fresh_bin` is the bin where its request first arrived: the request's
+final fate (succeeded on some attempt, or failed for good) is counted there, so the SLO's
+success ratio compares like with like and carries no lag noise. Timeouts are all equal, so
+deadlines come in arrival order and one timer event walks them in a deque. The engine writes
+only into a `Recorder`.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from sim.metrics import Recorder
 from sim.scenario import Scenario, ServiceTime
 from sim.workload import ArrivalSampler, Demand
 
-T, DEADLINE, TRIES, STATE, BACKOFF = range(5)
+T, DEADLINE, TRIES, STATE, BACKOFF, FRESH_BIN = range(6)
 LIVE, GONE, DONE = 0, 1, 2
 BLOCK = 65536
 RETRY_BUDGET_BURST = 10.0
@@ -80,7 +83,7 @@ class DesEngine:
         "env", "scenario", "demand", "recorder", "scale", "bin_s", "duration_s",
         "b", "next_edge", "last", "busy_acc", "queue_acc", "last_srv", "srv_acc", "cap_acc",
         "fresh", "attempts", "retries", "succeeded", "timed_out", "rejected", "dropped",
-        "throttled", "lat_append",
+        "throttled", "fresh_ok", "fresh_failed", "lat_append",
         "servers", "planned", "busy", "queue", "take", "queue_limit", "lifo_over",
         "drop_expired", "sojourn_limit", "slowdown", "fault_factor", "error_base", "error_rate",
         "service", "uniform", "free_events", "complete_cbs",
@@ -103,7 +106,7 @@ class DesEngine:
         self.busy_acc = self.queue_acc = self.srv_acc = self.cap_acc = 0.0
         self.last_srv = 0.0
         for name in ("fresh", "attempts", "retries", "succeeded", "timed_out", "rejected",
-                     "dropped", "throttled"):  # fmt: skip
+                     "dropped", "throttled", "fresh_ok", "fresh_failed"):  # fmt: skip
             setattr(self, name, getattr(recorder, name))
         self.lat_append = recorder.latencies.append
         # The pool.
@@ -190,8 +193,9 @@ class DesEngine:
         self.busy_acc += self.busy * dt
         self.queue_acc += len(self.queue) * dt
         self.last = now
-        self.fresh[self.b] += 1
-        self._send([now, now + self.timeout_s, 0, LIVE, 0.0], now)
+        b = self.b
+        self.fresh[b] += 1
+        self._send([now, now + self.timeout_s, 0, LIVE, 0.0, b], now)
         i = self.arrival_i
         if i == len(self.arrival_times):
             block = self.arrivals.next_block()
@@ -207,6 +211,7 @@ class DesEngine:
         b = self.b
         if self.throttle_k is not None and self._throttled(now):
             self.throttled[b] += 1
+            self.fresh_failed[attempt[FRESH_BIN]] += 1
             attempt[STATE] = DONE
             return
         self.attempts[b] += 1
@@ -254,6 +259,7 @@ class DesEngine:
         if attempt[STATE] == LIVE:
             attempt[STATE] = DONE
             self.succeeded[self.b] += 1
+            self.fresh_ok[attempt[FRESH_BIN]] += 1
             if self.budget is not None:
                 self.tokens = min(RETRY_BUDGET_BURST, self.tokens + self.budget)
             if self.throttle_k is not None:
@@ -308,14 +314,13 @@ class DesEngine:
 
     def _retry_or_fail(self, attempt: list, now: float) -> None:
         tries = attempt[TRIES]
-        if tries >= self.retries_max:
+        if tries >= self.retries_max or (self.budget is not None and self.tokens < 1.0):
+            self.fresh_failed[attempt[FRESH_BIN]] += 1
             return
         if self.budget is not None:
-            if self.tokens < 1.0:
-                return
             self.tokens -= 1.0
         delay = self._backoff(tries, attempt[BACKOFF])
-        retry = self.env.timeout(delay, (tries + 1, delay))
+        retry = self.env.timeout(delay, (tries + 1, delay, attempt[FRESH_BIN]))
         retry.callbacks.append(self._on_retry)
 
     def _backoff(self, tries: int, previous_s: float) -> float:
@@ -333,9 +338,9 @@ class DesEngine:
     def _on_retry(self, event: Event) -> None:
         now = self.env._now
         self._advance(now)
-        tries, delay = event._value
+        tries, delay, fresh_bin = event._value
         self.retries[self.b] += 1
-        self._send([now, now + self.timeout_s, tries, LIVE, delay], now)
+        self._send([now, now + self.timeout_s, tries, LIVE, delay, fresh_bin], now)
 
     def _throttled(self, now: float) -> bool:
         """Client-side adaptive throttling (Google SRE book): reject locally with P_reject."""
