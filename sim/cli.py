@@ -104,7 +104,14 @@ SET_HELP = "Override a scenario key, e.g. --set service.servers=12 (repeatable; 
 @click.option("--no-charts", is_flag=True, help="Write summary.json and timeseries.csv only.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary on stdout.")
 @click.option("--debug", is_flag=True, help="Show the traceback of unexpected errors.")
-def run(file, out_dir, assignments, seed, engine, force, no_charts, quiet, debug) -> None:
+@click.option(
+    "--reps",
+    type=click.IntRange(min=1),
+    default=1,
+    help="Replications: above 1, per-bin median and 5-95% bands of queue and latency "
+    "(bands.csv, drawn in the charts); the report is replication 0's.",
+)
+def run(file, out_dir, assignments, seed, engine, force, no_charts, quiet, debug, reps) -> None:
     """Simulate FILE and write its report (summary.json, timeseries.csv, charts)."""
     with _guard(debug):
         from sim.report import write_report
@@ -113,8 +120,17 @@ def run(file, out_dir, assignments, seed, engine, force, no_charts, quiet, debug
         scenario = _load(file, assignments, seed, engine)
         check_size(scenario, force=force)
         out = Path(out_dir) if out_dir else Path("reports") / scenario.scenario.name
-        result = simulate(scenario, progress=_progress_bar(quiet), force=True)
+        if reps > 1:
+            from sim.sweep import describe_replications, replicate, write_bands
+
+            result = replicate(scenario, reps, progress=False if quiet else None)
+        else:
+            result = simulate(scenario, progress=_progress_bar(quiet), force=True)
         write_report(result, out, charts=not no_charts)
+        if reps > 1:
+            write_bands(result, out)
+            if not quiet:
+                click.echo(describe_replications(result.summary))
         summary = result.summary
         if not quiet:
             click.echo(_headline(summary, out))
@@ -188,6 +204,145 @@ def schema() -> None:
     from sim.scenario import json_schema
 
     click.echo(json.dumps(json_schema(), indent=2))
+
+
+def _grid(ctx, param, assignments: tuple[str, ...]) -> dict:
+    """--grid KEY=V1,V2,... (repeatable) -> {key: [values]}, in the order given."""
+    from sim.sweep import parse_grid
+
+    grid = {}
+    for assignment in assignments:
+        try:
+            key, values = parse_grid(assignment)
+        except OutageSimError as error:
+            raise click.BadParameter(str(error)) from None
+        grid[key] = values
+    return grid
+
+
+def _executor_options(command):
+    """--workers N | --dask ADDRESS: where the runs of a sweep or a plan go."""
+    command = click.option(
+        "--dask",
+        "dask_address",
+        metavar="ADDRESS",
+        help="Run on a Dask cluster, e.g. tcp://scheduler:8786 (pip install 'outage-sim[dask]').",
+    )(command)
+    return click.option(
+        "--workers", type=click.IntRange(min=1), help="Local worker processes [default: CPUs]."
+    )(command)
+
+
+@cli.command("sweep")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "--grid",
+    multiple=True,
+    required=True,
+    metavar="KEY=V1,V2,...",
+    callback=_grid,
+    help="A parameter and its values (repeatable; LO..HI[:STEP] for a range of integers).",
+)
+@click.option(
+    "--reps",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Replications per point; replication r has the same seed at every point.",
+)
+@_executor_options
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    help="Output folder [default: reports/<name>/sweep/].",
+)
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+@click.option("--force", is_flag=True, help="Run points estimated above 50M simulated requests.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no table on stdout.")
+@click.option("--debug", is_flag=True, help="Show the traceback of unexpected errors.")
+def sweep_command(
+    file, grid, reps, workers, dask_address, out_dir, assignments, force, quiet, debug
+) -> None:
+    """Run FILE at every point of a grid, REPS times each; write results.csv (one row per
+    run), aggregate.csv (mean and 95% CI per point) and sweep.png."""
+    with _guard(debug):
+        from sim.scenario import load_scenario
+        from sim.sweep import aggregate, sweep, sweep_table
+
+        overrides = _overrides(assignments)
+        name = load_scenario(file, overrides=overrides).scenario.name
+        out = Path(out_dir) if out_dir else Path("reports") / name / "sweep"
+        progress = False if quiet else None
+        rows = sweep(file, grid, reps, workers, dask_address, out, progress, overrides=overrides,
+                     force=force)  # fmt: skip
+        if not quiet:
+            click.echo(sweep_table(aggregate(rows, list(grid)), list(grid)))
+            click.echo(f"results in {out}/")
+        failed = [row for row in rows if row["error"]]
+        for row in failed[:20]:
+            where = ", ".join(f"{key}={row[key]!r}" for key in grid)
+            click.echo(
+                f"outage-sim: run failed ({where}, replication {row['replication']}, "
+                f"seed {row['seed']}): {row['error']}",
+                err=True,
+            )
+        if failed:
+            raise Fail(f"{len(failed)} of {len(rows)} runs failed; the rest are in {out}/", 1)
+
+
+@cli.command("plan")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "--param", required=True, metavar="KEY", help="Integer parameter, e.g. service.servers."
+)
+@click.option("--lo", type=int, required=True, help="Least value to consider.")
+@click.option("--hi", type=int, required=True, help="Greatest value to consider.")
+@click.option(
+    "--reps", type=click.IntRange(min=1), default=10, show_default=True, help="Runs per probe."
+)
+@click.option(
+    "--confidence",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=0.9,
+    show_default=True,
+    help="Share of runs that must be free of outages.",
+)
+@_executor_options
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    help="Output folder for plan.json [default: reports/<name>/plan/].",
+)
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+@click.option("--force", is_flag=True, help="Run values estimated above 50M simulated requests.")
+@click.option("--quiet", "-q", is_flag=True, help="Print only KEY = VALUE.")
+@click.option("--debug", is_flag=True, help="Show the traceback of unexpected errors.")
+def plan_command(
+    file, param, lo, hi, reps, confidence, workers, dask_address, out_dir, assignments, force,
+    quiet, debug,
+) -> None:  # fmt: skip
+    """Find the least value of PARAM in [LO, HI] whose runs meet the SLO (no outage) in at
+    least CONFIDENCE of REPS replications, by bisection; write plan.json, print KEY = VALUE."""
+    with _guard(debug):
+        from sim.plan import describe, plan
+        from sim.scenario import load_scenario
+
+        overrides = _overrides(assignments)
+        name = load_scenario(file, overrides=overrides).scenario.name
+        out = Path(out_dir) if out_dir else Path("reports") / name / "plan"
+        result = plan(file, param, lo, hi, reps, confidence, workers, dask_address, out,
+                      False if quiet else None, overrides=overrides, force=force)  # fmt: skip
+        if not quiet:
+            click.echo(describe(result), err=True)
+        if result.value is None:
+            raise Fail(
+                f"no {param} in [{lo}, {hi}] meets the SLO in {confidence:.0%} of {reps} runs; "
+                f"evidence in {out}/plan.json",
+                1,
+            )
+        click.echo(f"{param} = {result.value}")
 
 
 def main() -> None:

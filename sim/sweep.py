@@ -514,3 +514,42 @@ def write_bands(result: Result, out_dir: str | Path) -> Path:
     path = Path(out_dir) / "bands.csv"
     atomic_write(path, table_csv(rows))
     return path
+
+
+def describe_replications(summary: dict) -> str:
+    """One line on the replications of `outage-sim run --reps N` (see `replicate`)."""
+    info = summary["replications"]
+    share, total = info["outage_share"], info["outage_total_s"]
+    low, high = total["ci95"]
+    spread = (
+        f" (95% CI {max(low, 0) / 60:.1f}-{high / 60:.1f})"
+        if math.isfinite(low or math.nan)
+        else ""
+    )
+    return (
+        f"{info['reps']} replications: an outage in {share:.0%} of them; outage "
+        f"{total['mean'] / 60:.1f} min per run on average{spread}; bands in bands.csv"
+    )
+
+
+def sweep_table(table: list[dict], params: list[str]) -> str:
+    """The aggregate table as aligned text: outage share and outage minutes with 95% CI."""
+    header = [*params, "runs with outage", "outage min/run (95% CI)", "success ratio", "p99 s"]
+    lines = [header]
+    for entry in table:
+        low, high = entry["outage_total_s_ci_low"], entry["outage_total_s_ci_high"]
+        interval = f" ({max(low, 0) / 60:.1f}-{high / 60:.1f})" if math.isfinite(low) else ""
+        outages = round(entry["outage_share"] * entry["runs"]) if entry["runs"] else 0
+        lines.append(
+            [
+                *(str(entry[p]) for p in params),
+                f"{outages}/{entry['runs']}"
+                + (f" ({entry['failed']} failed)" * bool(entry["failed"])),
+                f"{entry['outage_total_s_mean'] / 60:.1f}{interval}",
+                f"{entry['success_ratio_mean']:.4f}",
+                f"{entry['latency_p99_s_mean']:.3g}",
+            ]
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+                     for line in lines)  # fmt: skip
