@@ -1,11 +1,20 @@
-"""The charts of a run (PNG, matplotlib): queue growth, load, latency and outcomes.
+"""The charts of a run (PNG, matplotlib): queue growth, load, latency, outcomes, a dashboard.
 
-The only module that imports matplotlib. Charts are drawn from the summary dict and the
-Timeseries alone, so `outage-sim report DIR` can redraw them without simulating again.
+The only module that imports matplotlib, so it holds every chart, the comparison of two runs
+included; that is why it runs past 400 lines. Charts are drawn from the summary dict and the
+Timeseries alone, so `outage-sim report DIR` redraws them without simulating again.
+
+Made for a postmortem: 1300 px wide at 100 dpi, axes labelled with units, legends beside the
+plot (never over the data), series told apart by line style, marker and hatching as well as
+by colour (Okabe–Ito palette), so they survive greyscale printing. Events are labelled in a
+timeline lane above the plot, never on the data.
 """
 
 from __future__ import annotations
 
+import io
+import math
+from datetime import datetime
 from pathlib import Path
 
 import matplotlib
@@ -14,215 +23,595 @@ matplotlib.use("Agg")
 import matplotlib.dates as mdates  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
 from sim.metrics import Timeseries  # noqa: E402
+from sim.units import format_duration  # noqa: E402
 
 WIDTH_IN, DPI = 13.0, 100  # 1300 px wide
-OUTAGE_COLOUR = "#d62728"
+CHART_NAMES = ("queue.png", "load.png", "latency.png", "outcomes.png", "dashboard.png")
+COMPARE_NAMES = ("compare_queue.png", "compare_load.png")
+# Okabe–Ito: distinguishable with colour-vision deficiencies.
+BLUE, ORANGE, VERMILLION, GREEN = "#0072B2", "#E69F00", "#D55E00", "#009E73"
+SKY, PURPLE, GREY, BLACK = "#56B4E9", "#CC79A7", "#777777", "#000000"
+OUTAGE_COLOUR = VERMILLION
+# kind -> (colour, line style, marker) for the event lines and the timeline lane
 EVENT_STYLE = {
-    "capacity": ("#2ca02c", "-"),
-    "autoscale": ("#2ca02c", ":"),
-    "fault": ("#9467bd", "--"),
-    "fault_end": ("#9467bd", ":"),
-    "surge": ("#ff7f0e", "--"),
-    "surge_end": ("#ff7f0e", ":"),
+    "surge": (ORANGE, "--", "^"),
+    "surge_end": (ORANGE, ":", "v"),
+    "fault": (VERMILLION, "--", "X"),
+    "fault_end": (VERMILLION, ":", "P"),
+    "capacity": (GREEN, "-", "s"),
+    "autoscale": (GREEN, "-.", "D"),
 }
+LANE_ROWS = 3
+# Latency ticks a reader knows: 1 ms ... 1 day.
+SECONDS_TICKS = (0.001, 0.01, 0.1, 1, 10, 60, 600, 3600, 6 * 3600, 86400)
+plt.rcParams.update(
+    {
+        "font.size": 11,
+        "axes.titlesize": 12,
+        "axes.labelsize": 11,
+        "legend.fontsize": 10,
+        "xtick.labelsize": 10,
+        "ytick.labelsize": 10,
+        "hatch.linewidth": 0.6,
+    }
+)
 
 
-def _x(summary: dict, ts: Timeseries, t_s):
-    """Chart x values: datetimes when the run has a start, else hours."""
-    if ts.start is not None:
-        return np.array(ts.times()) if t_s is None else _dt(ts, t_s)
-    values = ts["t_s"] if t_s is None else np.asarray(t_s, dtype=float)
-    return values / _time_unit(ts)[0]
+class _Axis:
+    """Chart x values of a run: matplotlib dates when it has a start, else time since start."""
+
+    def __init__(self, ts: Timeseries, dates: bool = True) -> None:
+        self.bin_s = ts.bin_s
+        self.span_s = float(ts["t_s"][-1] + ts.bin_s) if len(ts) else ts.bin_s
+        self.dates = dates and ts.start is not None
+        self.origin = mdates.date2num(ts.start) if self.dates else 0.0
+        self.unit_s, self.unit = _time_unit(self.span_s)
+
+    def x(self, t_s):
+        """x values of offsets in seconds (scalar or array)."""
+        t = np.asarray(t_s, dtype=float)
+        return self.origin + t / 86400.0 if self.dates else t / self.unit_s
+
+    def edges(self, ts: Timeseries):
+        """Bin edges: n + 1 x values, so the last bin is drawn whole."""
+        return self.x(np.append(ts["t_s"], ts["t_s"][-1] + ts.bin_s if len(ts) else 0.0))
+
+    def format(self, ax) -> None:
+        if self.dates:
+            locator = mdates.AutoDateLocator(minticks=6, maxticks=14)
+            ax.xaxis.set_major_locator(locator)
+            ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, show_offset=True))
+            ax.set_xlabel("time (UTC)")
+        else:
+            ax.set_xlabel(f"time since start ({self.unit})")
+        ax.set_xlim(self.x(0.0), self.x(self.span_s))
 
 
-def _dt(ts: Timeseries, t_s):
-    from datetime import timedelta
-
-    if np.ndim(t_s) == 0:
-        return ts.start + timedelta(seconds=float(t_s))
-    return np.array([ts.start + timedelta(seconds=float(t)) for t in t_s])
-
-
-def _time_unit(ts: Timeseries) -> tuple[float, str]:
-    span = float(ts["t_s"][-1] + ts.bin_s) if len(ts) else 1.0
-    if span > 3 * 86400:
+def _time_unit(span_s: float) -> tuple[float, str]:
+    if span_s > 3 * 86400:
         return 86400.0, "days"
-    if span > 3 * 3600:
+    if span_s > 3 * 3600:
         return 3600.0, "hours"
-    if span > 180:
+    if span_s > 180:
         return 60.0, "minutes"
     return 1.0, "seconds"
 
 
-def _format_time_axis(ax, ts: Timeseries) -> None:
-    if ts.start is not None:
-        locator = mdates.AutoDateLocator(minticks=6, maxticks=14)
-        ax.xaxis.set_major_locator(locator)
-        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
-        ax.set_xlabel("time (UTC)")
-    else:
-        ax.set_xlabel(f"time since start ({_time_unit(ts)[1]})")
+def _steps(ts: Timeseries, column: str) -> np.ndarray:
+    """Per-bin values with the last repeated, to pair with `_Axis.edges` in a post step."""
+    values = np.asarray(ts[column], dtype=float)
+    return np.append(values, values[-1]) if len(values) else values
 
 
-def shade_outages(ax, summary: dict, ts: Timeseries, label: bool = True) -> None:
-    """Shade every outage window; label the first in the legend."""
+def human(value: float, _pos=None) -> str:
+    """Compact count: 950, 12k, 1.5M (for axis ticks)."""
+    if value is None or not math.isfinite(value):
+        return ""
+    size = abs(value)
+    for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if size >= limit:
+            return f"{value / limit:.3g}{suffix}"
+    return f"{value:.3g}" if size < 10 and value != int(value) else f"{value:.0f}"
+
+
+def _seconds_tick(value: float, _pos=None) -> str:
+    if value <= 0:
+        return ""
+    if value < 1:
+        return f"{value * 1000:g} ms"
+    if value < 60:
+        return f"{value:g} s"
+    if value < 3600:
+        return f"{value / 60:.3g} min"
+    if value < 86400:
+        return f"{value / 3600:.3g} h"
+    return f"{value / 86400:.3g} d"
+
+
+def _legend(ax) -> None:
+    """The legend beside the plot, outside the axes, so it never covers data."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+
+
+def _suptitle(fig, summary: dict, what: str) -> None:
+    title = summary.get("title") or summary.get("scenario") or "run"
+    fig.suptitle(f"{title}: {what}", x=0.01, ha="left", fontsize=14, parse_math=False)
+
+
+def _lane_rows(summary: dict) -> int:
+    """Rows of event labels the lane needs (ends are not labelled): 1 to LANE_ROWS."""
+    starts = [e for e in summary.get("timeline") or [] if not e["kind"].endswith("_end")]
+    return max(1, min(LANE_ROWS, len(starts)))
+
+
+def _figure(height_in: float, lane_rows: int, panels: int = 1, ratios=None):
+    """A figure with a timeline lane on top (unless lane_rows is 0) and `panels` plots below,
+    sharing the x axis."""
+    lane = lane_rows > 0
+    rows = panels + (1 if lane else 0)
+    height_in += 0.28 * lane_rows
+    ratios = ([0.3 + 0.28 * lane_rows] if lane else []) + list(ratios or [height_in] * panels)
+    fig, axes = plt.subplots(
+        rows,
+        1,
+        figsize=(WIDTH_IN, height_in),
+        dpi=DPI,
+        sharex=True,
+        squeeze=False,
+        gridspec_kw={"height_ratios": ratios},
+        layout="constrained",
+    )
+    axes = list(axes[:, 0])
+    return fig, (axes[0] if lane else None), axes[1:] if lane else axes
+
+
+# -- decorations shared by the panels --------------------------------------------------------
+def shade_outages(ax, summary: dict, axis: _Axis, label: bool = True) -> None:
+    """Shade every outage window; name the shading once in the legend."""
     for i, outage in enumerate(summary.get("outages") or []):
         ax.axvspan(
-            _x(summary, ts, outage["start_s"]),
-            _x(summary, ts, outage["end_s"]),
-            color=OUTAGE_COLOUR,
-            alpha=0.15,
-            hatch="//",
+            axis.x(outage["start_s"]),
+            axis.x(outage["end_s"]),
+            facecolor=OUTAGE_COLOUR,
+            alpha=0.13,
             lw=0,
             label="outage (SLO breached)" if label and i == 0 else None,
         )
 
 
-def mark_events(ax, summary: dict, ts: Timeseries, annotate: bool = True, limit: int = 12) -> None:
-    """Vertical lines for surges, faults and capacity changes, labelled at the top."""
-    timeline = summary.get("timeline") or []
-    labelled = 0
-    for event in timeline:
-        colour, style = EVENT_STYLE.get(event["kind"], ("grey", ":"))
-        x = _x(summary, ts, event["t_s"])
-        ax.axvline(x, color=colour, ls=style, lw=1.0, alpha=0.8)
-        if annotate and labelled < limit and not event["kind"].endswith("_end"):
-            ax.annotate(
-                event["label"],
-                xy=(x, 1.0),
-                xycoords=("data", "axes fraction"),
-                xytext=(2, -4),
-                textcoords="offset points",
-                rotation=90,
-                va="top",
-                ha="left",
-                fontsize=7,
-                color=colour,
-            )
-            labelled += 1
+def mark_events(ax, summary: dict, axis: _Axis) -> None:
+    """Thin vertical lines at surges, faults and capacity changes (labels live in the lane)."""
+    for event in summary.get("timeline") or []:
+        colour, style, _ = EVENT_STYLE.get(event["kind"], (GREY, ":", "o"))
+        ax.axvline(axis.x(event["t_s"]), color=colour, ls=style, lw=1.0, alpha=0.7, zorder=1)
 
 
-def _title(ax, summary: dict, what: str) -> None:
-    ax.set_title(f"{summary.get('title') or summary.get('scenario')}: {what}", loc="left")
+def draw_timeline(lane, summary: dict, axis: _Axis) -> None:
+    """The lane above a chart: outage bars and labelled events, in rows that do not overlap."""
+    rows = _lane_rows(summary)
+    lane.set_ylim(0, rows + 1.1)
+    lane.set_yticks([])
+    for side in ("left", "right", "top"):
+        lane.spines[side].set_visible(False)
+    lane.tick_params(axis="x", which="both", length=0)
+    for i, outage in enumerate(summary.get("outages") or []):
+        x0, x1 = axis.x(outage["start_s"]), axis.x(outage["end_s"])
+        lane.barh(
+            0.45,
+            x1 - x0,
+            left=x0,
+            height=0.8,
+            color=OUTAGE_COLOUR,
+            alpha=0.3,
+            hatch="///",
+            edgecolor=OUTAGE_COLOUR,
+            lw=0.8,
+        )
+        text = f"outage {i + 1}: {format_duration(outage['duration_s'])}"
+        if outage.get("ongoing"):
+            text += ", still down at the end"
+        label = lane.text(
+            x0,
+            0.45,
+            f" {text}",
+            fontsize=9,
+            va="center",
+            ha="left",
+            clip_on=True,
+            parse_math=False,
+            bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1.0},
+        )
+        label.set_in_layout(False)
+    for event in summary.get("timeline") or []:
+        colour, style, _ = EVENT_STYLE.get(event["kind"], (GREY, ":", "o"))
+        lane.axvline(axis.x(event["t_s"]), color=colour, ls=style, lw=0.9, alpha=0.6)
+    fig = lane.figure
+    fig.canvas.draw()  # fix the layout, so label widths can be compared in pixels
+    renderer = fig.canvas.get_renderer()
+    to_px = lane.transData.transform
+    row_ends_px = [-math.inf] * rows
+    hidden = 0
+    for event in summary.get("timeline") or []:
+        if event["kind"].endswith("_end"):
+            continue  # ends are the dotted lines; their labels would only crowd the lane
+        colour, _, marker = EVENT_STYLE.get(event["kind"], (GREY, ":", "o"))
+        x = axis.x(event["t_s"])
+        x_px = to_px((x, 0))[0]
+        for row in range(rows):
+            if x_px > row_ends_px[row] + 8:
+                y = rows + 0.5 - row
+                lane.plot(x, y, marker=marker, color=colour, ms=7, clip_on=False)
+                text = lane.text(
+                    x,
+                    y,
+                    f"  {event['label']}",
+                    fontsize=9.5,
+                    va="center",
+                    ha="left",
+                    color=BLACK,
+                    parse_math=False,
+                )
+                text.set_in_layout(False)
+                row_ends_px[row] = text.get_window_extent(renderer).x1
+                break
+        else:
+            lane.plot(x, rows + 0.5, marker=marker, color=colour, ms=7, clip_on=False)
+            hidden += 1
+    if hidden:
+        note = f"+{hidden} more events: see the report's timeline"
+        lane.text(
+            1.0,
+            1.0,
+            note,
+            transform=lane.transAxes,
+            ha="right",
+            va="bottom",
+            fontsize=8.5,
+            color=GREY,
+        )
+
+
+def _event_legend(ax, summary: dict) -> None:
+    """Legend entries that explain the event lines (their labels are in the lane)."""
+    kinds = {e["kind"] for e in summary.get("timeline") or []}
+    if kinds - {"surge_end", "fault_end"}:
+        ax.plot([], [], color=GREY, ls="--", lw=1.0, label="event (labelled above)")
+    if kinds & {"surge_end", "fault_end"}:
+        ax.plot([], [], color=GREY, ls=":", lw=1.0, label="surge or fault ends")
+
+
+# -- the panels ------------------------------------------------------------------------------
+def draw_queue(ax, summary: dict, ts: Timeseries, axis: _Axis) -> None:
+    """Queue length at each bin's end, as a filled step."""
+    x, queue = axis.edges(ts), _steps(ts, "queue")
+    ax.fill_between(x, queue, step="post", color=BLUE, alpha=0.25, lw=0)
+    ax.step(x, queue, where="post", color=BLUE, lw=1.6, label="requests waiting\nin the queue")
+    shade_outages(ax, summary, axis)
+    mark_events(ax, summary, axis)
+    _event_legend(ax, summary)
+    ax.set_ylabel("requests in queue")
+    ax.set_ylim(bottom=0, top=max(float(np.nanmax(queue)) * 1.05, 1.0) if len(ts) else 1.0)
+    ax.yaxis.set_major_formatter(FuncFormatter(human))
+    ax.grid(alpha=0.3)
+    _legend(ax)
+
+
+def draw_load(ax, summary: dict, ts: Timeseries, axis: _Axis) -> None:
+    """Fresh demand, offered load with retries, and capacity, in requests per second."""
+    x = axis.edges(ts)
+    ax.step(
+        x,
+        _steps(ts, "capacity_rps"),
+        where="post",
+        color=GREEN,
+        lw=3.0,
+        alpha=0.8,
+        label="capacity",
+    )
+    ax.step(
+        x,
+        _steps(ts, "offered_rps"),
+        where="post",
+        color=VERMILLION,
+        lw=1.3,
+        ls="--",
+        label="offered load\n(incl. retries)",
+    )
+    ax.plot(
+        axis.x(ts["t_s"] + ts.bin_s / 2),
+        ts["demand_rps"],
+        color=BLACK,
+        lw=1.3,
+        label="fresh demand",
+    )
+    shade_outages(ax, summary, axis)
+    mark_events(ax, summary, axis)
+    ax.set_ylabel("requests per second")
+    ax.set_ylim(bottom=0)
+    ax.yaxis.set_major_formatter(FuncFormatter(human))
+    ax.grid(alpha=0.3)
+    _legend(ax)
+
+
+def draw_latency(ax, summary: dict, ts: Timeseries, axis: _Axis) -> None:
+    """p50 / p95 / p99 time in system per bin on a log scale, with the SLO and timeout lines."""
+    x = axis.edges(ts)
+    for column, colour, style, width in (
+        ("latency_p50", BLUE, "-", 1.3),
+        ("latency_p95", ORANGE, "--", 1.3),
+        ("latency_p99", VERMILLION, "-", 2.0),
+    ):
+        ax.step(
+            x,
+            _steps(ts, column),
+            where="post",
+            color=colour,
+            ls=style,
+            lw=width,
+            label=column.replace("latency_", ""),
+        )
+    slo_p99 = (summary.get("slo") or {}).get("latency_p99_s")
+    if slo_p99:
+        ax.axhline(
+            slo_p99, color=BLACK, lw=1.3, ls=":", label=f"SLO p99 ≤ {_seconds_tick(slo_p99)}"
+        )
+    timeout = ((summary.get("parameters") or {}).get("client") or {}).get("timeout_s")
+    if timeout:
+        ax.axhline(
+            timeout, color=PURPLE, lw=1.3, ls="-.", label=f"client timeout {_seconds_tick(timeout)}"
+        )
+    shade_outages(ax, summary, axis)
+    mark_events(ax, summary, axis)
+    finite = np.asarray(ts["latency_p99"], dtype=float)
+    if np.isfinite(finite).any() and np.nanmax(finite) > 0:
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(FixedLocator(SECONDS_TICKS))
+        ax.yaxis.set_minor_locator(NullLocator())
+        ax.yaxis.set_major_formatter(FuncFormatter(_seconds_tick))
+    ax.set_ylabel("time in system")
+    ax.grid(alpha=0.3, which="major")
+    _legend(ax)
+
+
+def draw_outcomes(ax, summary: dict, ts: Timeseries, axis: _Axis) -> None:
+    """Attempts per bin by outcome, stacked, with fresh requests and dropped work as lines."""
+    x = axis.edges(ts)
+    layers = (
+        ("succeeded", "succeeded", GREEN, ""),
+        ("timed_out", "timed out\n(client gave up)", ORANGE, "///"),
+        ("rejected", "rejected\n(queue full, errors)", VERMILLION, "xxx"),
+    )
+    ax.stackplot(
+        x,
+        *[_steps(ts, name) for name, *_ in layers],
+        labels=[label for _, label, *_ in layers],
+        colors=[colour for *_, colour, _ in layers],
+        hatch=[hatch for *_, hatch in layers],
+        edgecolor="white",
+        lw=0.0,
+        alpha=0.85,
+        step="post",
+    )
+    ax.step(x, _steps(ts, "fresh"), where="post", color=BLACK, lw=1.4, label="fresh requests")
+    if np.nansum(ts["dropped"]) > 0:
+        ax.step(
+            x,
+            _steps(ts, "dropped"),
+            where="post",
+            color=PURPLE,
+            lw=1.4,
+            ls=":",
+            label="dropped (queued work\nof clients gone)",
+        )
+    shade_outages(ax, summary, axis)
+    mark_events(ax, summary, axis)
+    ax.set_ylabel(f"attempts per {format_duration(ts.bin_s)}")
+    ax.set_ylim(bottom=0)
+    ax.yaxis.set_major_formatter(FuncFormatter(human))
+    ax.grid(alpha=0.3)
+    _legend(ax)
+
+
+PANELS = {
+    "queue": (draw_queue, "queue length"),
+    "load": (draw_load, "demand, offered load and capacity"),
+    "latency": (draw_latency, "latency per bin"),
+    "outcomes": (draw_outcomes, "outcome of attempts per bin"),
+}
+
+
+def panel_figure(name: str, summary: dict, ts: Timeseries):
+    """One of the four charts; the queue chart (the hero) carries the timeline lane."""
+    draw, what = PANELS[name]
+    axis = _Axis(ts)
+    lane_rows = _lane_rows(summary) if name == "queue" else 0
+    fig, lane, (ax,) = _figure(5.6 if lane_rows else 5.0, lane_rows)
+    _suptitle(fig, summary, what)
+    draw(ax, summary, ts, axis)
+    axis.format(ax)
+    if lane is not None:
+        draw_timeline(lane, summary, axis)
+    return fig
 
 
 def queue_figure(summary: dict, ts: Timeseries):
-    """The hero chart: queue length over time, outages shaded, events marked."""
-    fig, ax = plt.subplots(figsize=(WIDTH_IN, 5.5), dpi=DPI)
-    x = _x(summary, ts, None)
-    queue = ts["queue"]
-    ax.fill_between(x, queue, step="post", color="#1f77b4", alpha=0.35, lw=0)
-    ax.step(
-        x, queue, where="post", color="#1f77b4", lw=1.4, label="queue length (requests waiting)"
-    )
-    shade_outages(ax, summary, ts)
-    mark_events(ax, summary, ts)
-    if queue.max() > 0 and queue.max() / max(np.median(queue[queue > 0]), 1) > 1000:
-        ax.set_yscale("symlog", linthresh=max(1.0, float(np.percentile(queue, 50))))
-    ax.set_ylabel("requests in queue")
-    ax.set_ylim(bottom=0)
-    _format_time_axis(ax, ts)
-    _title(ax, summary, "queue growth")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", framealpha=0.9)
-    fig.tight_layout()
-    return fig
+    """The hero chart: queue length over time, outages shaded, events labelled above."""
+    return panel_figure("queue", summary, ts)
 
 
 def load_figure(summary: dict, ts: Timeseries):
     """Fresh demand and offered load (with retries) against capacity."""
-    fig, ax = plt.subplots(figsize=(WIDTH_IN, 5.0), dpi=DPI)
-    x = _x(summary, ts, None)
-    ax.plot(x, ts["demand_rps"], color="#555555", lw=1.2, label="fresh demand λ(t)")
-    ax.plot(
-        x, ts["offered_rps"], color="#ff7f0e", lw=1.2, ls="--", label="offered load (incl. retries)"
-    )
-    ax.step(x, ts["capacity_rps"], where="post", color="#2ca02c", lw=2.0, label="capacity")
-    shade_outages(ax, summary, ts)
-    ax.set_ylabel("requests per second")
-    ax.set_ylim(bottom=0)
-    _format_time_axis(ax, ts)
-    _title(ax, summary, "demand, offered load and capacity")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", framealpha=0.9)
-    fig.tight_layout()
-    return fig
+    return panel_figure("load", summary, ts)
 
 
-def latency_figure(summary: dict, ts: Timeseries, slo_p99_s: float | None = None):
-    """p50 / p95 / p99 per bin on a log scale."""
-    fig, ax = plt.subplots(figsize=(WIDTH_IN, 5.0), dpi=DPI)
-    x = _x(summary, ts, None)
-    for column, colour, style in (
-        ("latency_p50", "#1f77b4", "-"),
-        ("latency_p95", "#ff7f0e", "--"),
-        ("latency_p99", "#d62728", "-."),
-    ):
-        ax.plot(x, ts[column], color=colour, ls=style, lw=1.2, label=column.replace("latency_", ""))
-    if slo_p99_s:
-        ax.axhline(slo_p99_s, color="black", lw=1.0, ls=":", label=f"SLO p99 {slo_p99_s:g} s")
-    shade_outages(ax, summary, ts)
-    if np.nanmax(np.nan_to_num(ts["latency_p99"], nan=0.0)) > 0:
-        ax.set_yscale("log")
-    ax.set_ylabel("time in system (s)")
-    _format_time_axis(ax, ts)
-    _title(ax, summary, "latency")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(loc="upper left", framealpha=0.9)
-    fig.tight_layout()
-    return fig
+def latency_figure(summary: dict, ts: Timeseries):
+    """p50 / p95 / p99 per bin on a log scale, with the SLO line."""
+    return panel_figure("latency", summary, ts)
 
 
 def outcomes_figure(summary: dict, ts: Timeseries):
-    """Attempts per bin by outcome, stacked."""
-    fig, ax = plt.subplots(figsize=(WIDTH_IN, 5.0), dpi=DPI)
-    x = _x(summary, ts, None)
-    layers = [
-        ("succeeded", "#2ca02c", None),
-        ("timed_out", "#ff7f0e", "//"),
-        ("rejected", "#d62728", "xx"),
-    ]
-    ax.stackplot(
-        x,
-        *[ts[name] for name, _, _ in layers],
-        labels=[name.replace("_", " ") for name, _, _ in layers],
-        colors=[c for _, c, _ in layers],
-        hatch=[h for _, _, h in layers],
-        alpha=0.8,
-        step="post",
-    )
-    ax.plot(x, ts["dropped"], color="black", lw=1.0, ls=":", label="dropped (client gone)")
-    ax.plot(x, ts["fresh"], color="#555555", lw=1.0, label="fresh requests")
-    ax.set_ylabel(f"attempts per {ts.bin_s:g} s bin")
-    _format_time_axis(ax, ts)
-    _title(ax, summary, "outcomes")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", framealpha=0.9)
-    fig.tight_layout()
+    """Attempts per bin by outcome."""
+    return panel_figure("outcomes", summary, ts)
+
+
+def dashboard_figure(summary: dict, ts: Timeseries):
+    """The four charts stacked on one shared time axis, under the timeline lane."""
+    axis = _Axis(ts)
+    fig, lane, axes = _figure(14.4, _lane_rows(summary), panels=4, ratios=[3.2, 2.6, 2.6, 2.6])
+    _suptitle(fig, summary, "queue, load, latency and outcomes")
+    for ax, (draw, what) in zip(axes, PANELS.values(), strict=True):
+        draw(ax, summary, ts, axis)
+        ax.set_title(what, loc="left", fontsize=11)
+    axis.format(axes[-1])
+    draw_timeline(lane, summary, axis)
     return fig
 
 
-def write_charts(
-    summary: dict, ts: Timeseries, out_dir: Path, slo_p99_s: float | None = None
-) -> list[Path]:
-    """Write queue.png, load.png, latency.png and outcomes.png into out_dir."""
+def figure_png(fig) -> bytes:
+    """The figure as PNG bytes; the figure is closed."""
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+    finally:
+        plt.close(fig)
+    return buffer.getvalue()
+
+
+def write_charts(summary: dict, ts: Timeseries, out_dir: Path) -> list[Path]:
+    """Write the five charts (CHART_NAMES) into out_dir; return their paths."""
     from sim.report import atomic_write
 
+    if not len(ts):
+        return []
+    makers = (queue_figure, load_figure, latency_figure, outcomes_figure, dashboard_figure)
     written = []
-    figures = {
-        "queue.png": queue_figure(summary, ts),
-        "load.png": load_figure(summary, ts),
-        "latency.png": latency_figure(
-            summary, ts, slo_p99_s or summary.get("slo", {}).get("latency_p99_s")
-        ),
-        "outcomes.png": outcomes_figure(summary, ts),
-    }
-    for name, fig in figures.items():
-        buffer = __import__("io").BytesIO()
-        fig.savefig(buffer, format="png", dpi=DPI)
-        plt.close(fig)
-        atomic_write(Path(out_dir) / name, buffer.getvalue())
-        written.append(Path(out_dir) / name)
+    for name, make in zip(CHART_NAMES, makers, strict=True):
+        path = Path(out_dir) / name
+        atomic_write(path, figure_png(make(summary, ts)))
+        written.append(path)
+    return written
+
+
+# -- two runs overlaid -----------------------------------------------------------------------
+def _compare_axes(runs) -> list[_Axis]:
+    """Dates when both runs start at the same instant, else time since each run's start."""
+    starts = {ts.start for _, _, ts in runs}
+    dates = len(starts) == 1 and isinstance(next(iter(starts)), datetime)
+    axes = [_Axis(ts, dates=dates) for _, _, ts in runs]
+    if not dates:  # one unit for both: the longer run's
+        longest = max(axes, key=lambda a: a.span_s)
+        for axis in axes:
+            axis.unit_s, axis.unit = longest.unit_s, longest.unit
+    return axes
+
+
+def compare_queue_figure(runs):
+    """Queue length of two runs, (label, summary, Timeseries) each, overlaid."""
+    fig, _, (ax,) = _figure(5.5, 0)
+    axes = _compare_axes(runs)
+    styles = ((BLUE, "-", 1.8), (VERMILLION, "--", 1.8))
+    for (label, summary, ts), axis, (colour, style, width) in zip(runs, axes, styles, strict=True):
+        ax.step(
+            axis.edges(ts),
+            _steps(ts, "queue"),
+            where="post",
+            color=colour,
+            ls=style,
+            lw=width,
+            label=f"{label}: queue",
+        )
+        for i, outage in enumerate(summary.get("outages") or []):
+            ax.axvspan(
+                axis.x(outage["start_s"]),
+                axis.x(outage["end_s"]),
+                facecolor=colour,
+                alpha=0.10,
+                hatch="//" if style == "-" else "\\\\",
+                edgecolor=colour,
+                lw=0,
+                label=f"{label}: outage" if i == 0 else None,
+            )
+    ax.set_ylabel("requests in queue")
+    ax.set_ylim(bottom=0)
+    ax.yaxis.set_major_formatter(FuncFormatter(human))
+    ax.grid(alpha=0.3)
+    max(axes, key=lambda a: a.span_s).format(ax)
+    fig.suptitle(
+        "queue length: " + " vs ".join(r[0] for r in runs),
+        x=0.01,
+        ha="left",
+        fontsize=14,
+        parse_math=False,
+    )
+    _legend(ax)
+    return fig
+
+
+def compare_load_figure(runs):
+    """Offered load and capacity of two runs overlaid, with the fresh demand of each."""
+    fig, _, (ax,) = _figure(5.5, 0)
+    axes = _compare_axes(runs)
+    styles = ((BLUE, "-"), (VERMILLION, "--"))
+    for (label, _summary, ts), axis, (colour, style) in zip(runs, axes, styles, strict=True):
+        x = axis.edges(ts)
+        ax.step(
+            x,
+            _steps(ts, "capacity_rps"),
+            where="post",
+            color=colour,
+            ls=style,
+            lw=3.0,
+            alpha=0.45,
+            label=f"{label}: capacity",
+        )
+        ax.step(
+            x,
+            _steps(ts, "offered_rps"),
+            where="post",
+            color=colour,
+            ls=style,
+            lw=1.3,
+            label=f"{label}: offered load",
+        )
+        ax.plot(
+            axis.x(ts["t_s"] + ts.bin_s / 2),
+            ts["demand_rps"],
+            color=BLACK,
+            lw=1.0,
+            ls=style,
+            label=f"{label}: fresh demand",
+        )
+    ax.set_ylabel("requests per second")
+    ax.set_ylim(bottom=0)
+    ax.yaxis.set_major_formatter(FuncFormatter(human))
+    ax.grid(alpha=0.3)
+    max(axes, key=lambda a: a.span_s).format(ax)
+    fig.suptitle(
+        "offered load and capacity: " + " vs ".join(r[0] for r in runs),
+        x=0.01,
+        ha="left",
+        fontsize=14,
+        parse_math=False,
+    )
+    _legend(ax)
+    return fig
+
+
+def write_compare_charts(runs, out_dir: Path) -> list[Path]:
+    """Write compare_queue.png and compare_load.png for two (label, summary, ts) runs."""
+    from sim.report import atomic_write
+
+    runs = [r for r in runs if len(r[2])]
+    if len(runs) != 2:
+        return []
+    written = []
+    for name, make in zip(COMPARE_NAMES, (compare_queue_figure, compare_load_figure), strict=True):
+        path = Path(out_dir) / name
+        atomic_write(path, figure_png(make(runs)))
+        written.append(path)
     return written

@@ -1,7 +1,10 @@
 """Write a run's outputs to a folder: summary.json, timeseries.csv, charts and reports.
 
 Every file is written whole or not at all (a temporary name, then a rename), and files in the
-folder that this tool did not write are left alone.
+folder that this tool did not write are left alone. The charts and the reports are always
+drawn from what summary.json and timeseries.csv hold, read back from the folder, so
+`outage-sim report DIR` redraws a run exactly as `outage-sim run` drew it. The pages
+themselves (HTML and Markdown) are composed in `report_pages.py`.
 """
 
 from __future__ import annotations
@@ -12,12 +15,17 @@ import json
 import math
 import os
 import tempfile
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from sim.errors import UsageError
 from sim.metrics import TIMESERIES_COLUMNS, Timeseries
+
+REPORT_NAMES = ("report.html", "report.md")
+COMPARE_REPORT_NAMES = ("compare.html", "compare.md")
 
 
 def atomic_write(path: Path, data: str | bytes) -> None:
@@ -27,6 +35,10 @@ def atomic_write(path: Path, data: str | bytes) -> None:
     mode = "wb" if isinstance(data, bytes) else "w"
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file private (0600); outputs get the usual umask-based mode.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(
             fd, mode, **({} if mode == "wb" else {"encoding": "utf-8", "newline": ""})
         ) as f:
@@ -83,14 +95,231 @@ def _cell(value) -> str:
     return f"{value:.6g}"
 
 
+# -- what the report needs beyond the run's numbers -------------------------------------------
+def _surge(surge) -> dict:
+    return {
+        "at_s": surge.at,
+        "duration_s": surge.duration,
+        "factor": surge.factor,
+        "rate_rps": surge.rate,
+        "ramp_s": surge.ramp,
+    }
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def scenario_parameters(scenario) -> dict[str, Any]:
+    """The key parameters of a Scenario, JSON-ready with units in the names (seconds, /s)."""
+    meta, service, time = scenario.scenario, scenario.service, scenario.service.time
+    arrivals = scenario.arrivals
+    client = scenario.client
+    return {
+        "duration_s": meta.duration,
+        "bin_s": meta.bin,
+        "arrivals": {
+            "rate_rps": arrivals.rate,
+            "diurnal": (
+                {"amplitude": arrivals.diurnal.amplitude, "peak_s": arrivals.diurnal.peak}
+                if arrivals.diurnal
+                else None
+            ),
+            "surges": [_surge(s) for s in arrivals.surge],
+        },
+        "population": (
+            {
+                **scenario.population.model_dump(mode="json", exclude={"surge"}),
+                "surges": [_surge(s) for s in scenario.population.surge],
+            }
+            if scenario.population
+            else None
+        ),
+        "service": {
+            "servers": service.servers,
+            "time": {
+                "dist": time.dist,
+                "mean_s": time.mean_s,
+                "cv": time.cv,
+                "samples": len(time.samples) if time.samples else None,
+            },
+            "queue_limit": _finite_or_none(service.queue_limit),
+            "discipline": service.discipline,
+            "drop_expired": service.drop_expired,
+            "error_rate": service.error_rate,
+            "lifo_over": service.lifo_over,
+            "sojourn_limit_s": service.sojourn_limit,
+        },
+        "capacity": {
+            "changes": [{"at_s": c.at, "servers": c.servers} for c in scenario.capacity.change],
+            "planner": (
+                scenario.capacity.planner.model_dump(mode="json")
+                if scenario.capacity.planner
+                else None
+            ),
+            "autoscale": (
+                scenario.capacity.autoscale.model_dump(mode="json")
+                if scenario.capacity.autoscale
+                else None
+            ),
+        },
+        "faults": [
+            {
+                "at_s": f.at,
+                "duration_s": f.duration,
+                "capacity_factor": f.capacity_factor,
+                "slowdown": f.slowdown,
+                "error_rate": f.error_rate,
+            }
+            for f in scenario.faults
+        ],
+        "client": (
+            {
+                "timeout_s": client.timeout,
+                "retries": client.retries,
+                "backoff": {
+                    "base_s": client.backoff.base,
+                    "cap_s": client.backoff.cap,
+                    "multiplier": client.backoff.multiplier,
+                    "jitter": client.backoff.jitter,
+                },
+                "retry_budget": client.retry_budget,
+                "throttle_k": client.throttle_k,
+            }
+            if client
+            else None
+        ),
+    }
+
+
+def scenario_slo(scenario) -> dict[str, float | None]:
+    """The SLO of a Scenario: per-bin success ratio and p99 targets, least outage length."""
+    slo = scenario.slo
+    return {
+        "success_ratio": slo.success_ratio,
+        "latency_p99_s": slo.latency_p99,
+        "min_duration_s": slo.min_duration,
+    }
+
+
+def report_summary(result) -> dict[str, Any]:
+    """The run's summary with what a report needs from its scenario added.
+
+    Adds `description`, `bin_s`, `parameters` and `slo`, so the report can be redrawn from
+    summary.json and timeseries.csv alone; keys the summary already has are kept.
+    """
+    scenario = result.scenario
+    summary = dict(result.summary)
+    summary.setdefault("description", scenario.scenario.description)
+    summary.setdefault("bin_s", scenario.scenario.bin)
+    summary.setdefault("slo", scenario_slo(scenario))
+    summary.setdefault("parameters", scenario_parameters(scenario))
+    return summary
+
+
+# -- reading a run back ----------------------------------------------------------------------
+def read_timeseries(path: str | Path, start: datetime | None = None, bin_s=None) -> Timeseries:
+    """Load a timeseries.csv into a Timeseries (empty cells become NaN; `time` is dropped)."""
+    path = Path(path)
+    with path.open(encoding="utf-8", newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if not header or header[0] != "t_s":
+            raise UsageError(f"{path}: not a timeseries.csv (its first column is not t_s)")
+        rows = list(reader)
+    columns: dict[str, np.ndarray] = {}
+    for i, name in enumerate(header):
+        if name == "time":
+            continue
+        try:
+            columns[name] = np.array(
+                [float(row[i]) if row[i] != "" else math.nan for row in rows], dtype=float
+            )
+        except (ValueError, IndexError):
+            raise UsageError(f"{path}: column {name!r} has a value that is not a number") from None
+    t_s = columns["t_s"]
+    if bin_s is None:
+        bin_s = float(t_s[1] - t_s[0]) if len(t_s) > 1 else 1.0
+    return Timeseries(bin_s=float(bin_s), start=start, columns=columns)
+
+
+def read_run(run_dir: str | Path) -> tuple[dict, Timeseries]:
+    """(summary, Timeseries) of a run folder written by `outage-sim run`."""
+    run_dir = Path(run_dir)
+    summary_path, csv_path = run_dir / "summary.json", run_dir / "timeseries.csv"
+    for path in (summary_path, csv_path):
+        if not path.is_file():
+            raise UsageError(f"{run_dir}: not a run folder (no {path.name})")
+    try:
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UsageError(f"{summary_path}: not valid JSON ({err})") from None
+    if not isinstance(summary, dict) or "requests" not in summary:
+        raise UsageError(f"{summary_path}: not a summary written by outage-sim")
+    start = datetime.fromisoformat(summary["start"]) if summary.get("start") else None
+    # summaries written before `bin_s` was stored: read_timeseries infers it from t_s
+    bin_s = summary.get("bin_s") or (summary.get("parameters") or {}).get("bin_s")
+    return summary, read_timeseries(csv_path, start=start, bin_s=bin_s)
+
+
+# -- writing ---------------------------------------------------------------------------------
+def render_report(out_dir: str | Path) -> list[Path]:
+    """Draw the charts and write report.html and report.md from the files in `out_dir`."""
+    from sim import charts
+    from sim.report_pages import html_report, markdown_report
+
+    out = Path(out_dir)
+    summary, ts = read_run(out)
+    written = charts.write_charts(summary, ts, out)
+    images = [p.name for p in written]
+    atomic_write(out / "report.html", html_report(summary, _inline(out, images)))
+    atomic_write(out / "report.md", markdown_report(summary, _existing(out, images)))
+    return [*written, out / "report.html", out / "report.md"]
+
+
 def write_report(result, out_dir: str | Path, *, charts: bool = True) -> Path:
     """Write everything `outage-sim run` writes for a Result into `out_dir`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "summary.json", summary_json(result.summary))
+    atomic_write(out / "summary.json", summary_json(report_summary(result)))
     atomic_write(out / "timeseries.csv", timeseries_csv(result.timeseries))
     if charts:
-        from sim import charts as charts_module
-
-        charts_module.write_charts(result.summary, result.timeseries, out)
+        render_report(out)
     return out
+
+
+def write_comparison(dir_a: str | Path, dir_b: str | Path, out_dir: str | Path) -> list[Path]:
+    """Compare two run folders: overlaid charts, compare.html and compare.md in `out_dir`."""
+    from sim import charts
+    from sim.report_compare import html_comparison, markdown_comparison
+
+    out = Path(out_dir)
+    runs = []
+    for run_dir in (Path(dir_a), Path(dir_b)):
+        summary, ts = read_run(run_dir)
+        runs.append((run_dir, summary, ts))
+    labels = run_labels([r[0] for r in runs], [r[1] for r in runs])
+    written = charts.write_compare_charts(
+        [(label, s, ts) for label, (_, s, ts) in zip(labels, runs, strict=True)], out
+    )
+    images = [p.name for p in written]
+    pair = [(label, str(d), s) for label, (d, s, _) in zip(labels, runs, strict=True)]
+    atomic_write(out / "compare.html", html_comparison(pair, _inline(out, images)))
+    atomic_write(out / "compare.md", markdown_comparison(pair, _existing(out, images)))
+    return [*written, out / "compare.html", out / "compare.md"]
+
+
+def run_labels(dirs: list[Path], summaries: list[dict]) -> list[str]:
+    """Short names for two runs: "A: <folder>" and "B: <folder>"."""
+    names = [d.resolve().name or str(d) for d in dirs]
+    if names[0] == names[1]:
+        names = [str(d) for d in dirs]
+    return [f"{tag}: {name}" for tag, name in zip("AB", names, strict=False)]
+
+
+def _inline(out: Path, names: list[str]) -> dict[str, bytes]:
+    return {name: (out / name).read_bytes() for name in names if (out / name).is_file()}
+
+
+def _existing(out: Path, names: list[str]) -> list[str]:
+    return [name for name in names if (out / name).is_file()]

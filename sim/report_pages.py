@@ -1,0 +1,222 @@
+"""The report pages of a run: report.html (self-contained) and report.md, from its summary.
+
+Both pages are built from one neutral outline (headline facts, tables of rows of plain text)
+and differ only in markup. Every piece of text is escaped for its page: scenario text is data,
+never markup. report.html inlines its charts as data URIs and its Content-Security-Policy
+forbids scripts and network fetches, so it opens anywhere, offline, as it is.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+from typing import Any
+
+from sim.report_text import (
+    headline,
+    metastable_words,
+    outage_rows,
+    parameter_rows,
+    provenance_rows,
+    run_span,
+    sentence,
+    timeline_rows,
+    total_rows,
+)
+
+CAPTIONS = {
+    "dashboard.png": "Queue, load, latency and outcomes on one time axis.",
+    "queue.png": "Requests waiting at the end of each bin. Shaded: outages (the SLO breached). "
+    "Lane above: outage bars and events (surges, faults, capacity changes).",
+    "load.png": "Fresh demand, offered load (every attempt, retries included) and capacity, "
+    "in requests per second.",
+    "latency.png": "Time in system of the attempts completed in each bin: p50, p95, p99, "
+    "with the SLO's p99 target and the client timeout.",
+    "outcomes.png": "What became of the attempts of each bin: succeeded, timed out, rejected; "
+    "the line shows fresh requests.",
+    "compare_queue.png": "Queue length of both runs overlaid, with their outages shaded.",
+    "compare_load.png": "Offered load and capacity of both runs, with their fresh demand.",
+}
+PAGE_CHARTS = ("queue.png", "load.png", "latency.png", "outcomes.png")
+
+
+# -- HTML ------------------------------------------------------------------------------------
+STYLE = """
+body{margin:0;font:16px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;
+  color:#1a1a1a;background:#fff}
+main{max-width:1320px;margin:0 auto;padding:20px 28px 40px}
+h1{font-size:28px;margin:2px 0 4px;overflow-wrap:anywhere}
+h2{font-size:20px;margin:30px 0 10px;border-bottom:1px solid #ddd;padding-bottom:4px}
+.kicker{margin:0;color:#555;font-size:14px;letter-spacing:.02em;overflow-wrap:anywhere}
+.meta{margin:0 0 14px;color:#555}
+.headline{border:1px solid #ccc;border-left:8px solid #009E73;border-radius:6px;
+  padding:14px 18px;background:#f7fbf9}
+.headline.bad{border-left-color:#D55E00;background:#fdf6f2}
+.lead{font-size:21px;font-weight:600;margin:0 0 12px}
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(180px,1fr));gap:10px;margin:0}
+.cards div{background:#fff;border:1px solid #ddd;border-radius:5px;padding:8px 12px}
+.cards dt{font-size:13px;color:#555;text-transform:uppercase;letter-spacing:.04em}
+.cards dd{margin:0;font-size:24px;font-weight:700}
+.cards small{display:block;font-size:13px;font-weight:400;color:#555}
+.why{margin:12px 0 0}
+.description{white-space:pre-wrap;overflow-wrap:anywhere;max-width:80ch}
+table{border-collapse:collapse;margin:6px 0;font-variant-numeric:tabular-nums}
+th,td{border-bottom:1px solid #e2e2e2;padding:5px 12px 5px 0;text-align:left;vertical-align:top}
+th{font-size:14px;color:#444}
+td{overflow-wrap:anywhere}
+figure{margin:18px 0}
+img{max-width:100%;height:auto;border:1px solid #eee}
+figcaption{color:#555;font-size:14px}
+code{font-size:13px}
+"""
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+
+
+def escape(text: Any) -> str:
+    """Text made safe for HTML (quotes too)."""
+    return html.escape(str(text), quote=True)
+
+
+def html_table(rows: list[list[str]], header: bool = True) -> str:
+    if not rows:
+        return ""
+    head = rows[0] if header else None
+    body = rows[1:] if header else rows
+    parts = ["<table>"]
+    if head and any(head):
+        parts.append(
+            "<thead><tr>" + "".join(f"<th>{escape(c)}</th>" for c in head) + "</tr></thead>"
+        )
+    parts.append("<tbody>")
+    for row in body:
+        parts.append("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>")
+    parts.append("</tbody></table>")
+    return "".join(parts)
+
+
+def html_figure(name: str, png: bytes) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    caption = CAPTIONS.get(name, "")
+    return (
+        f'<figure><img src="data:image/png;base64,{data}" alt="{escape(caption or name)}">'
+        f"<figcaption>{escape(caption)} <code>{escape(name)}</code></figcaption></figure>"
+    )
+
+
+def html_page(title: str, body: list[str]) -> str:
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{escape(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<main>\n"
+        + "\n".join(part for part in body if part)
+        + "\n</main>\n</body>\n</html>\n"
+    )
+
+
+def html_headline(summary: dict) -> str:
+    """The headline block: lead sentence, fact cards, the metastability verdict and why."""
+    facts = headline(summary)
+    cards = "".join(
+        f"<div><dt>{escape(label)}</dt><dd>{escape(value)}<small>{escape(note)}</small></dd></div>"
+        for label, value, note in facts["cards"]
+    )
+    why = ""
+    if facts["why"]:
+        why = (
+            f'<p class="why"><strong>Metastable: {escape(metastable_words(summary))}.</strong> '
+            f"{escape(sentence(facts['why']))}</p>"
+        )
+    return (
+        f'<section class="headline{" bad" if facts["bad"] else ""}">'
+        f'<p class="lead">{escape(facts["lead"])}</p><dl class="cards">{cards}</dl>{why}</section>'
+    )
+
+
+def html_report(summary: dict, images: dict[str, bytes]) -> str:
+    """report.html: one self-contained page; `images` maps chart names to PNG bytes."""
+    title = summary.get("title") or summary.get("scenario") or "outage-sim run"
+    description = summary.get("description") or ""
+    body = [
+        f'<p class="kicker">outage-sim report · {escape(summary.get("scenario", ""))}</p>',
+        f"<h1>{escape(title)}</h1>",
+        f'<p class="meta">{escape(run_span(summary))} · seed {escape(summary.get("seed"))}</p>',
+        html_headline(summary),
+        f'<h2>Scenario</h2><div class="description">{escape(description)}</div>'
+        if description
+        else "",
+        "<h2>Outages</h2>"
+        + (html_table(outage_rows(summary)) if summary.get("outages") else "<p>None.</p>"),
+        "<h2>Charts</h2>" + "".join(html_figure(n, images[n]) for n in PAGE_CHARTS if n in images),
+        "<h2>Key parameters</h2>" + html_table(parameter_rows(summary))
+        if summary.get("parameters")
+        else "",
+        "<h2>Totals</h2>" + html_table(total_rows(summary)),
+        "<h2>Timeline</h2>" + html_table(timeline_rows(summary)) if summary.get("timeline") else "",
+        "<h2>Provenance</h2>" + html_table(provenance_rows(summary)[1:], header=False),
+    ]
+    return html_page(f"{title}: outage report", body)
+
+
+# -- Markdown --------------------------------------------------------------------------------
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]#|])")
+
+
+def md_text(text: Any) -> str:
+    """Plain text made safe for Markdown: markup characters escaped, HTML made inert."""
+    text = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MD_SPECIAL.sub(r"\\\1", text).replace("\n", " ")
+
+
+def md_block(text: str) -> str:
+    """Free Markdown text (a description): kept as Markdown, but raw HTML made inert."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").strip()
+
+
+def md_table(rows: list[list[str]]) -> str:
+    """A Markdown table; the first row is the header."""
+    if not rows:
+        return ""
+    head, body = rows[0], rows[1:]
+    lines = ["| " + " | ".join(md_text(c) for c in head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(md_text(c) for c in row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def md_headline(summary: dict) -> str:
+    """The headline as Markdown: the lead in bold, the facts as a list, the verdict and why."""
+    facts = headline(summary)
+    lines = [f"**{md_text(facts['lead'])}**", ""]
+    for label, value, note in facts["cards"]:
+        note = f" ({md_text(note)})" if note else ""
+        lines.append(f"- {md_text(label)}: **{md_text(value)}**{note}")
+    if facts["why"]:
+        verdict = f"Metastable: **{metastable_words(summary)}**."
+        lines += ["", f"{verdict} {md_text(sentence(facts['why']))}"]
+    return "\n".join(lines)
+
+
+def markdown_report(summary: dict, images: list[str]) -> str:
+    """report.md: the report for pasting into a postmortem; `images` are files beside it."""
+    title = summary.get("title") or summary.get("scenario") or "outage-sim run"
+    parts = [
+        f"# {md_text(title)}",
+        f"outage-sim report of `{summary.get('scenario', '')}`: {md_text(run_span(summary))}, "
+        f"seed {summary.get('seed', '–')}.",
+        md_headline(summary),
+    ]
+    if summary.get("description"):
+        parts += ["## Scenario", md_block(summary["description"])]
+    parts += ["## Outages", md_table(outage_rows(summary)) if summary.get("outages") else "None."]
+    charts = [n for n in ("dashboard.png", *PAGE_CHARTS) if n in images]
+    if charts:
+        parts.append("## Charts")
+        parts += [f"![{md_text(CAPTIONS[n])}]({n})\n\n{md_text(CAPTIONS[n])}" for n in charts]
+    if summary.get("parameters"):
+        parts += ["## Key parameters", md_table(parameter_rows(summary))]
+    parts += ["## Totals", md_table(total_rows(summary))]
+    if summary.get("timeline"):
+        parts += ["## Timeline", md_table(timeline_rows(summary))]
+    parts += ["## Provenance", md_table([["", ""], *provenance_rows(summary)[1:]])]
+    return "\n\n".join(parts) + "\n"

@@ -1,0 +1,333 @@
+"""The facts of a run's report in plain text: headline, outage table, parameters, provenance.
+
+Pages (`report_pages.py`, `report_compare.py`) lay these out in HTML or Markdown and escape
+them there; nothing here is markup. Everything is read from the summary dict alone.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+from typing import Any
+
+from sim.units import format_duration
+
+TIMELINE_ROWS = 60
+
+
+def _start(summary: dict) -> datetime | None:
+    return datetime.fromisoformat(summary["start"]) if summary.get("start") else None
+
+
+def when(summary: dict, t_s: float, date: bool = True) -> str:
+    """A moment of the run: a UTC date and time when the run has a start, else an offset."""
+    start = _start(summary)
+    if start is None:
+        return f"t = {format_duration(t_s)}" if t_s else "t = 0"
+    moment = start + timedelta(seconds=float(t_s))
+    return moment.strftime("%d %b %Y %H:%M UTC" if date else "%H:%M UTC").lstrip("0")
+
+
+def count(value: Any) -> str:
+    """A count with thousands separators ('–' when unknown)."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    return f"{value:,.0f}"
+
+
+def ratio(value: Any, digits: int = 2) -> str:
+    """A share as a percentage."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    return f"{value * 100:.{digits}f}%"
+
+
+def seconds(value: Any) -> str:
+    """A duration in seconds, short and human ('250ms', '12min')."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    return format_duration(float(value))
+
+
+def rate(value: Any) -> str:
+    """Requests per second."""
+    if value is None:
+        return "–"
+    return f"{value:,.4g}/s" if value < 1000 else f"{value:,.0f}/s"
+
+
+def failed_requests(summary: dict) -> float:
+    """Fresh requests that never got an answer (failed, or still waiting at the end)."""
+    requests = summary["requests"]
+    if "failed" in requests:
+        return requests["failed"]
+    return max(requests["fresh"] - requests["succeeded"], 0)
+
+
+def metastable_words(summary: dict) -> str:
+    """'yes', 'no' or 'cannot tell'."""
+    return {True: "yes", False: "no"}.get(summary.get("metastable"), "cannot tell")
+
+
+def headline(summary: dict) -> dict[str, Any]:
+    """The facts above the fold: a lead sentence, cards (label, value, note), and why."""
+    outages = summary.get("outages") or []
+    requests = summary["requests"]
+    failed = failed_requests(summary)
+    fresh = requests["fresh"] or 0
+    share = f"{failed / fresh:.1%} of {count(fresh)} fresh" if fresh else "no fresh requests"
+    amplification = summary.get("amplification")
+    amp_text = f"{amplification:.2f}×" if amplification else "–"
+    cards = []
+    if outages:
+        first = outages[0]
+        longest = max(outages, key=lambda o: o["duration_s"])
+        peak = max(o["peak_queue"] for o in outages)
+        ongoing = first.get("ongoing")
+        lasted = ("at least " if ongoing else "") + seconds(first["duration_s"])
+        lead = f"The service was down from {when(summary, first['start_s'])} for {lasted}"
+        lead += ": still down when the run ended." if ongoing else ", then recovered."
+        if len(outages) > 1:
+            lead += (
+                f" {len(outages)} outages in all, {seconds(summary.get('outage_total_s'))} "
+                f"down; the longest lasted {seconds(longest['duration_s'])}."
+            )
+        into = f"{seconds(first['start_s'])} into the run"
+        start = _start(summary)
+        if start is not None:
+            moment = start + timedelta(seconds=float(first["start_s"]))
+            began, began_note = moment.strftime("%H:%M UTC"), moment.strftime("%a %d %b %Y · ")
+            began_note += into
+        else:
+            began, began_note = seconds(first["start_s"]), "into the run"
+        cards += [
+            ("Outage began", began, began_note),
+            (
+                "Lasted",
+                ("≥ " if ongoing else "") + seconds(first["duration_s"]),
+                "still down at the end of the run" if ongoing else "then recovered",
+            ),
+            ("Peak queue", count(peak), "requests waiting"),
+        ]
+    else:
+        slo = summary.get("slo")
+        lead = (
+            f"No outage: the SLO ({slo_text(summary)}) was never missed for "
+            f"{seconds(slo['min_duration_s'])} or more."
+            if slo
+            else "No outage: the SLO held throughout the run."
+        )
+        queue = summary.get("queue") or {}
+        cards.append(("Peak queue", count(queue.get("max")), "requests waiting"))
+    cards += [
+        ("Requests failed", count(failed), share),
+        ("Amplification", amp_text, "attempts per fresh request"),
+        ("Metastable", metastable_words(summary), _metastable_note(summary)),
+    ]
+    return {
+        "bad": bool(outages),
+        "lead": lead,
+        "cards": cards,
+        "why": summary.get("metastable_reason") or "",
+    }
+
+
+def slo_text(summary: dict) -> str:
+    """The SLO's per-bin targets in words."""
+    slo = summary.get("slo") or {}
+    text = f"≥ {ratio(slo.get('success_ratio'), 1)} of fresh requests succeed"
+    if slo.get("latency_p99_s"):
+        text += f" and p99 ≤ {seconds(slo['latency_p99_s'])}"
+    bin_s = summary.get("bin_s") or (summary.get("parameters") or {}).get("bin_s")
+    return text + (f", per {seconds(bin_s)} bin" if bin_s else "")
+
+
+def _metastable_note(summary: dict) -> str:
+    if summary.get("metastable") is True:
+        return "outlived its trigger"
+    if summary.get("metastable") is False:
+        return "ended with its backlog" if summary.get("outages") else "nothing to outlive"
+    return "no trigger ended in the run"
+
+
+def outage_rows(summary: dict) -> list[list[str]]:
+    """The outage table: header row, then one row per outage."""
+    rows = [["#", "began", "ended", "lasted", "peak queue", "success ratio", "amplification"]]
+    for i, o in enumerate(summary.get("outages") or [], start=1):
+        amplification = o.get("amplification")
+        rows.append(
+            [
+                str(i),
+                when(summary, o["start_s"]),
+                "still down at the end" if o.get("ongoing") else when(summary, o["end_s"]),
+                seconds(o["duration_s"]),
+                count(o["peak_queue"]),
+                ratio(o.get("success_ratio"), 1),
+                f"{amplification:.2f}×" if amplification else "–",
+            ]
+        )
+    return rows
+
+
+def total_rows(summary: dict) -> list[list[str]]:
+    """Totals over the run: requests by outcome, latency, waiting, utilisation, queue."""
+    r, lat = summary["requests"], summary.get("latency_s") or {}
+    wait, queue = summary.get("wait_s") or {}, summary.get("queue") or {}
+    return [
+        ["measure", "value"],
+        ["fresh requests", count(r.get("fresh"))],
+        ["attempts", f"{count(r.get('attempts'))} ({count(r.get('retries'))} of them retries)"],
+        ["succeeded", f"{count(r.get('succeeded'))} ({ratio(summary.get('success_ratio'))})"],
+        [
+            "attempts timed out / rejected / dropped",
+            " / ".join(count(r.get(k)) for k in ("timed_out", "rejected", "dropped")),
+        ],
+        [
+            "latency p50 / p95 / p99 / max",
+            " / ".join(seconds(lat.get(k)) for k in ("p50", "p95", "p99", "max")),
+        ],
+        [
+            "mean wait in queue; share that waited",
+            f"{seconds(wait.get('mean'))}; {ratio(wait.get('p_wait'), 1)}",
+        ],
+        ["utilisation", ratio(summary.get("utilization"), 1)],
+        [
+            "queue mean / max / at the end",
+            " / ".join(count(queue.get(k)) for k in ("mean", "max", "final")),
+        ],
+    ]
+
+
+def _surge_text(summary: dict, s: dict) -> str:
+    what = f"×{s['factor']:g}" if s.get("factor") is not None else f"to {rate(s.get('rate_rps'))}"
+    text = f"{what} from {when(summary, s['at_s'])}"
+    text += f" for {seconds(s['duration_s'])}" if s.get("duration_s") else " to the end"
+    return text + (f", ramp {seconds(s['ramp_s'])}" if s.get("ramp_s") else "")
+
+
+def _pairs(values: dict) -> str:
+    return ", ".join(f"{k} = {v}" for k, v in values.items() if v is not None)
+
+
+def parameter_rows(summary: dict) -> list[list[str]]:
+    """Key parameters of the scenario as (what, value) rows; empty when summary lacks them."""
+    p, slo = summary.get("parameters"), summary.get("slo")
+    if not p:
+        return []
+    rows = [["parameter", "value"]]
+    engine = f"{summary.get('engine', '?')} engine, scale {summary.get('scale', 1):g}"
+    rows.append(["run", f"{seconds(p['duration_s'])} in bins of {seconds(p['bin_s'])}, {engine}"])
+    arrivals = p["arrivals"]
+    if arrivals["rate_rps"]:
+        demand = f"{rate(arrivals['rate_rps'])} fresh requests"
+        if arrivals.get("diurnal"):
+            d = arrivals["diurnal"]
+            peak = f"{int(d['peak_s'] // 3600):02d}:{int(d['peak_s'] % 3600 // 60):02d}"
+            demand += f", daily cycle ±{d['amplitude']:.0%} peaking at {peak}"
+        rows.append(["demand", demand])
+    rows += [["surge", _surge_text(summary, s)] for s in arrivals.get("surges") or []]
+    if p.get("population"):
+        population = dict(p["population"])
+        surges = population.pop("surges", [])
+        rows.append(["population", _pairs(population)])
+        rows += [["downloads surge", _surge_text(summary, s)] for s in surges]
+    service, time = p["service"], p["service"]["time"]
+    shape = f", cv {time['cv']:g}" if time.get("cv") else ""
+    limit = "unbounded" if service["queue_limit"] is None else f"{service['queue_limit']:,.0f}"
+    rows.append(["servers", f"{service['servers']:,}"])
+    rows.append(["service time", f"{time['dist']}, mean {seconds(time['mean_s'])}{shape}"])
+    drops = ", drops work of clients gone" if service.get("drop_expired") else ""
+    rows.append(["queue", f"{limit}, {service['discipline']}{drops}"])
+    extras = {k: service.get(k) for k in ("error_rate", "lifo_over", "sojourn_limit_s")}
+    if any(extras.values()):
+        rows.append(["overload controls", _pairs({k: v for k, v in extras.items() if v})])
+    for change in p["capacity"]["changes"]:
+        rows.append(
+            [
+                "capacity change",
+                f"{change['servers']:,} servers from {when(summary, change['at_s'])}",
+            ]
+        )
+    for name in ("planner", "autoscale"):
+        if p["capacity"].get(name):
+            rows.append([f"capacity {name}", _pairs(p["capacity"][name])])
+    for f in p.get("faults") or []:
+        effects = []
+        if f["capacity_factor"] < 1:
+            effects.append(f"{f['capacity_factor']:.0%} capacity")
+        if f["slowdown"] > 1:
+            effects.append(f"{f['slowdown']:g}× slower")
+        if f["error_rate"] > 0:
+            effects.append(f"{f['error_rate']:.0%} errors")
+        rows.append(
+            [
+                "fault",
+                f"{', '.join(effects) or 'no effect'} from "
+                f"{when(summary, f['at_s'])} for {seconds(f['duration_s'])}",
+            ]
+        )
+    client = p.get("client")
+    if client:
+        backoff = client["backoff"]
+        text = f"timeout {seconds(client['timeout_s'])}, {client['retries']} retries"
+        if client["retries"]:
+            text += (
+                f", backoff {seconds(backoff['base_s'])} ×{backoff['multiplier']:g} up to "
+                f"{seconds(backoff['cap_s'])}, {backoff['jitter']} jitter"
+            )
+        if client.get("retry_budget"):
+            text += f", retry budget {client['retry_budget']:g}"
+        if client.get("throttle_k"):
+            text += f", adaptive throttling k = {client['throttle_k']:g}"
+        rows.append(["clients", text])
+    else:
+        rows.append(["clients", "wait forever, never retry"])
+    if slo:
+        rows.append(
+            [
+                "SLO",
+                f"{slo_text(summary)}; breaches lasting "
+                f"{seconds(slo['min_duration_s'])} or more are outages",
+            ]
+        )
+    return rows
+
+
+def timeline_rows(summary: dict) -> list[list[str]]:
+    """Events in time order (at most TIMELINE_ROWS; a last row says how many more)."""
+    events = summary.get("timeline") or []
+    rows = [["when", "event"]]
+    rows += [[when(summary, e["t_s"]), e["label"]] for e in events[:TIMELINE_ROWS]]
+    if len(events) > TIMELINE_ROWS:
+        rows.append(["…", f"{len(events) - TIMELINE_ROWS} more events in summary.json"])
+    return rows
+
+
+def provenance_rows(summary: dict) -> list[list[str]]:
+    """Where the numbers come from: version, seed, scenario hash, engine, scale, wall time."""
+    keys = (
+        ("outage-sim version", "version"),
+        ("scenario", "scenario"),
+        ("seed", "seed"),
+        ("scenario sha256", "scenario_sha256"),
+        ("engine", "engine"),
+        ("scale (real requests per simulated one)", "scale"),
+        ("simulated events", "events"),
+    )
+    rows = [["", ""]] + [[label, str(summary.get(key, "–"))] for label, key in keys]
+    wall = summary.get("wall_time_s")
+    rows.append(["wall time", f"{wall:.2f} s" if wall is not None else "–"])
+    if summary.get("interrupted"):
+        rows.append(["interrupted", "yes: the run stopped early; numbers cover the part run"])
+    return rows
+
+
+def run_span(summary: dict) -> str:
+    """'15 Jan 2021 08:00 UTC, 3.0h' or '3.0h' when the run has no start."""
+    span = seconds(summary.get("duration_s"))
+    return f"from {when(summary, 0.0)}, {span}" if _start(summary) else span
+
+
+def sentence(text: str) -> str:
+    text = text.strip()
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
