@@ -12,6 +12,7 @@ bands (median and 5-95%) of queue and latency to the first replication's Result.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import itertools
 import math
@@ -317,6 +318,7 @@ def sweep(
 # Statistics
 
 
+@functools.lru_cache(maxsize=256)
 def t_quantile(probability: float, dof: int) -> float:
     """Quantile of Student's t with integer `dof` degrees of freedom (0 < probability < 1)."""
     if not 0 < probability < 1 or dof < 1:
