@@ -143,5 +143,6 @@ def format_duration(seconds: float) -> str:
         return f"{seconds / 60:.0f}min"
     if seconds < 86400 * 2:
         return f"{seconds / 3600:.1f}h"
-    days, rest = divmod(seconds, 86400)
-    return f"{days:.0f}d {rest / 3600:.0f}h"
+    # Round to whole hours first, so 2 days 23.7 hours prints "3d 0h", not "2d 24h".
+    days, hours = divmod(round(seconds / 3600), 24)
+    return f"{days}d {hours}h"
