@@ -234,13 +234,14 @@ class CapacityChange(_Section):
 
 
 class Planner(_Section):
-    """Daily capacity review: next day's servers from a forecast of peak demand."""
+    """Daily capacity review: next day's servers from a forecast of the peak load seen."""
 
     review_at: TimeOfDay = 32400.0
     lead_time: Duration = 43200.0
     forecast: Literal["last", "trend"] = "trend"
-    headroom: Number = Field(default=1.25, ge=1, le=100)
-    target_utilization: Fraction = 0.8
+    trend_days: int = Field(default=3, ge=1, le=60)
+    headroom: Number = Field(default=1.0, ge=1, le=100)
+    target_utilization: Number = Field(default=0.8, gt=0, le=1)
     max_growth: Number = Field(default=1.5, ge=1, le=1000)
     min_servers: int = Field(default=1, ge=1)
     max_servers: int = Field(default=10_000_000, ge=1)

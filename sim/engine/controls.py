@@ -4,8 +4,8 @@ Each is an ordinary SimPy process acting on an engine through three calls:
 `set_planned_servers(real_servers)`, `set_fault(capacity_factor, slowdown, error_rate)` and
 `observe()`. Adding a control is a generator function here and a line in `start_controls`.
 
-The planner's decisions depend only on demand (what operators saw in the last days), so
-`capacity_plan` computes them as a plain function that the fluid engine shares.
+The decisions themselves (`DailyPlanner.review`, `autoscale_target`, `combine_faults`) are
+plain functions of what an engine recorded, shared with the fluid engine.
 """
 
 from __future__ import annotations
@@ -13,8 +13,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from sim.scenario import Autoscale, Fault, Scenario
-from sim.workload import DAY_S, Demand
+import numpy as np
+
+from sim.metrics import Recorder
+from sim.scenario import Autoscale, Fault, Planner, Scenario
+from sim.workload import DAY_S
 
 
 @dataclass(frozen=True)
@@ -26,54 +29,77 @@ class CapacityStep:
     label: str
 
 
-def capacity_plan(scenario: Scenario, demand: Demand) -> list[CapacityStep]:
-    """The planned capacity changes of a run: `[[capacity.change]]` plus the daily planner.
-
-    At each daily review the planner takes the peak demand of the last 24 h, extrapolates the
-    day-on-day growth over the lead time and the day the servers will serve ("trend"), adds
-    headroom and sizes for the target utilisation; new servers arrive after the lead time,
-    limited to `max_growth` times the servers planned so far.
-    """
+def planned_changes(scenario: Scenario) -> list[CapacityStep]:
+    """The `[[capacity.change]]` entries as steps, in time order."""
     steps = [
         CapacityStep(c.at, c.servers, f"capacity → {c.servers:,} servers")
         for c in scenario.capacity.change
     ]
-    planner = scenario.capacity.planner
-    if planner is not None:
-        mean_s = scenario.service.time.mean_s
+    return sorted(steps, key=lambda s: s.t_s)
+
+
+def observed_peak_rps(recorder: Recorder, t0_s: float, t1_s: float) -> float:
+    """Peak load operators saw in [t0, t1): attempts per second of the closed bins, real units."""
+    first = max(0, int(t0_s // recorder.bin_s))
+    last = min(recorder.closed_bins, int(t1_s // recorder.bin_s))
+    if last <= first:
+        return 0.0
+    return max(recorder.attempts[first:last]) * recorder.scale / recorder.bin_s
+
+
+class DailyPlanner:
+    """Daily capacity review: next day's servers from a forecast of the load operators saw.
+
+    At each review the planner takes the peak load of the last 24 h (attempts, retries
+    included: that is what dashboards show), multiplies it by the day-on-day growth of that
+    peak ("trend") to forecast tomorrow's peak, and sizes for the target utilisation with
+    headroom. New servers arrive after the lead time, at most `max_growth` times the servers
+    planned so far: how adding servers at a record pace every day still loses to an
+    accelerating surge. Both engines call `review`; the DES wraps it in a SimPy process.
+    """
+
+    def __init__(self, scenario: Scenario) -> None:
+        self.spec: Planner = scenario.capacity.planner
+        self.mean_s = scenario.service.time.mean_s
+        self.duration_s = scenario.scenario.duration
+        self.servers = scenario.service.servers
+        self.changes = planned_changes(scenario)
         start = scenario.scenario.start
         clock0 = start.hour * 3600 + start.minute * 60 + start.second if start else 0.0
-        review = (planner.review_at - clock0) % DAY_S
-        servers = scenario.service.servers
-        changes = sorted(steps, key=lambda s: s.t_s)
-        while review < scenario.scenario.duration:
-            for change in changes:
-                if change.t_s <= review:
-                    servers = max(servers, change.servers)
-            last = demand.peak(max(0.0, review - DAY_S), review)
-            growth = 1.0
-            if planner.forecast == "trend" and review >= DAY_S:
-                previous = demand.peak(max(0.0, review - 2 * DAY_S), review - DAY_S)
-                growth = max(1.0, last / previous) if previous > 0 else 1.0
-            horizon_days = (planner.lead_time + DAY_S) / DAY_S
-            forecast_rps = last * growth**horizon_days
-            needed = math.ceil(
-                forecast_rps * mean_s * planner.headroom / planner.target_utilization
-            )
-            target = min(needed, math.floor(servers * planner.max_growth), planner.max_servers)
-            target = max(target, planner.min_servers)
-            if target > servers:
-                steps.append(
-                    CapacityStep(
-                        review + planner.lead_time,
-                        target,
-                        f"planner: {servers:,} → {target:,} servers "
-                        f"(forecast peak {forecast_rps:,.0f}/s)",
-                    )
-                )
-                servers = target
-            review += DAY_S
-    return sorted(steps, key=lambda s: s.t_s)
+        self.first_review_s = (self.spec.review_at - clock0) % DAY_S
+
+    def review_times(self) -> list[float]:
+        """Times of the daily reviews inside the run."""
+        return list(np.arange(self.first_review_s, self.duration_s, DAY_S))
+
+    def review(self, t_s: float, recorder: Recorder) -> CapacityStep | None:
+        """The decision of the review at `t_s`: a step after the lead time, or None."""
+        spec = self.spec
+        for change in self.changes:
+            if change.t_s <= t_s:
+                self.servers = max(self.servers, change.servers)
+        last = observed_peak_rps(recorder, t_s - DAY_S, t_s)
+        if last <= 0:
+            return None
+        growth = 1.0
+        if spec.forecast == "trend":
+            # The daily growth of the peak over the last `trend_days` days (fewer at the start).
+            days = min(spec.trend_days, int((t_s - recorder.bin_s) // DAY_S))
+            if days >= 1:
+                earlier = observed_peak_rps(recorder, t_s - (days + 1) * DAY_S, t_s - days * DAY_S)
+                growth = max(1.0, last / earlier) ** (1 / days) if earlier > 0 else 1.0
+        forecast_rps = last * growth
+        needed = math.ceil(forecast_rps * self.mean_s * spec.headroom / spec.target_utilization)
+        target = min(needed, math.floor(self.servers * spec.max_growth), spec.max_servers)
+        target = max(target, spec.min_servers)
+        if target <= self.servers:
+            return None
+        label = (
+            f"planner: {self.servers:,} → {target:,} servers "
+            f"(peak seen {last:,.0f}/s, forecast {forecast_rps:,.0f}/s)"
+        )
+        self.servers = target
+        return CapacityStep(t_s + spec.lead_time, target, label)
 
 
 def autoscale_target(spec: Autoscale, servers: float, busy: float, queue: float) -> int:
@@ -106,6 +132,16 @@ def _planned(engine, steps: list[CapacityStep]):
         engine.controls_steps += 1
         engine.set_planned_servers(step.servers)
         engine.recorder.add_event(env.now, "capacity", step.label)
+
+
+def _planner(engine, planner: DailyPlanner):
+    env = engine.env
+    for review in planner.review_times():
+        yield env.timeout(review - env.now)
+        engine.controls_steps += 1
+        step = planner.review(env.now, engine.recorder)
+        if step is not None:
+            env.process(_planned(engine, [step]))
 
 
 def _fault(engine, fault: Fault, active: list[Fault]):
@@ -161,9 +197,11 @@ def start_controls(engine) -> None:
     """Start the SimPy processes of every control the scenario has."""
     scenario = engine.scenario
     env = engine.env
-    steps = capacity_plan(scenario, engine.demand)
+    steps = planned_changes(scenario)
     if steps:
         env.process(_planned(engine, steps))
+    if scenario.capacity.planner is not None:
+        env.process(_planner(engine, DailyPlanner(scenario)))
     active: list[Fault] = []
     for fault in scenario.faults:
         env.process(_fault(engine, fault, active))
