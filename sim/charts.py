@@ -511,43 +511,43 @@ def _compare_axes(runs) -> list[_Axis]:
 
 
 def compare_queue_figure(runs):
-    """Queue length of two runs, (label, summary, Timeseries) each, overlaid."""
-    fig, _, (ax,) = _figure(5.5, 0)
+    """Queue length of two runs, (label, summary, Timeseries) each, overlaid, with a lane of
+    each run's outages above; a log scale when their peaks differ more than 20-fold."""
+    fig, lane, (ax,) = _figure(5.5, 1)
     axes = _compare_axes(runs)
-    styles = ((BLUE, "-", 1.8), (VERMILLION, "--", 1.8))
-    for (label, summary, ts), axis, (colour, style, width) in zip(runs, axes, styles, strict=True):
-        ax.step(
-            axis.edges(ts),
-            _steps(ts, "queue"),
-            where="post",
-            color=colour,
-            ls=style,
-            lw=width,
-            label=f"{label}: queue",
-        )
-        for i, outage in enumerate(summary.get("outages") or []):
-            ax.axvspan(
-                axis.x(outage["start_s"]),
-                axis.x(outage["end_s"]),
-                facecolor=colour,
-                alpha=0.10,
-                hatch="//" if style == "-" else "\\\\",
-                edgecolor=colour,
-                lw=0,
-                label=f"{label}: outage" if i == 0 else None,
-            )
-    ax.set_ylabel("requests in queue")
-    ax.set_ylim(bottom=0)
+    styles = ((BLUE, "-", "///"), (VERMILLION, "--", "\\\\\\"))
+    peaks = []
+    for row, ((label, summary, ts), axis, (colour, style, hatch)) in enumerate(
+        zip(runs, axes, styles, strict=True)
+    ):
+        queue = _steps(ts, "queue")
+        peaks.append(float(np.nanmax(queue)))
+        ax.step(axis.edges(ts), queue, where="post", color=colour, ls=style, lw=1.8, label=label)
+        y = 1.55 - row
+        for outage in summary.get("outages") or []:
+            x0, x1 = axis.x(outage["start_s"]), axis.x(outage["end_s"])
+            lane.barh(y, x1 - x0, left=x0, height=0.7, color=colour, alpha=0.3, hatch=hatch,
+                      edgecolor=colour, lw=0.8)  # fmt: skip
+        lane.text(0.0, y, f"{label} outages ", transform=lane.get_yaxis_transform(),
+                  ha="right", va="center", fontsize=9.5, parse_math=False)  # fmt: skip
+    lane.set_ylim(0, 2.1)
+    lane.set_yticks([])
+    for side in ("left", "right", "top"):
+        lane.spines[side].set_visible(False)
+    lane.tick_params(axis="x", which="both", length=0)
+    low, high = sorted(peaks)
+    if high > 0 and high > 20 * max(low, 1.0):
+        ax.set_yscale("symlog", linthresh=1.0)
+        ax.set_ylim(bottom=0, top=high * 1.5)
+        ax.set_ylabel("requests in queue (log scale)")
+    else:
+        ax.set_ylim(bottom=0)
+        ax.set_ylabel("requests in queue")
     ax.yaxis.set_major_formatter(FuncFormatter(human))
     ax.grid(alpha=0.3)
     max(axes, key=lambda a: a.span_s).format(ax)
-    fig.suptitle(
-        "queue length: " + " vs ".join(r[0] for r in runs),
-        x=0.01,
-        ha="left",
-        fontsize=14,
-        parse_math=False,
-    )
+    fig.suptitle("queue length: " + " vs ".join(r[0] for r in runs), x=0.01, ha="left",
+                 fontsize=14, parse_math=False)  # fmt: skip
     _legend(ax)
     return fig
 
@@ -567,7 +567,7 @@ def compare_load_figure(runs):
             ls=style,
             lw=3.0,
             alpha=0.45,
-            label=f"{label}: capacity",
+            label=f"{label} · capacity",
         )
         ax.step(
             x,
@@ -576,7 +576,7 @@ def compare_load_figure(runs):
             color=colour,
             ls=style,
             lw=1.3,
-            label=f"{label}: offered load",
+            label=f"{label} · offered load",
         )
         ax.plot(
             axis.x(ts["t_s"] + ts.bin_s / 2),
@@ -584,7 +584,7 @@ def compare_load_figure(runs):
             color=BLACK,
             lw=1.0,
             ls=style,
-            label=f"{label}: fresh demand",
+            label=f"{label} · fresh demand",
         )
     ax.set_ylabel("requests per second")
     ax.set_ylim(bottom=0)

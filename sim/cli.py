@@ -345,6 +345,42 @@ def plan_command(
         click.echo(f"{param} = {result.value}")
 
 
+@cli.command("report")
+@click.argument("run_dir", metavar="DIR", type=click.Path(file_okay=False))
+@click.option("--debug", is_flag=True, help="Show the traceback of unexpected errors.")
+def report_command(run_dir, debug) -> None:
+    """Redraw the charts, report.html and report.md of the run in DIR from its summary.json
+    and timeseries.csv, without simulating again."""
+    with _guard(debug):
+        from sim.report import render_report
+
+        written = render_report(run_dir)
+        click.echo(f"{run_dir}/: {', '.join(Path(p).name for p in written)}")
+
+
+@cli.command("compare")
+@click.argument("dir_a", metavar="DIR_A", type=click.Path(file_okay=False))
+@click.argument("dir_b", metavar="DIR_B", type=click.Path(file_okay=False))
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    help="Output folder [default: reports/compare-<A>-vs-<B>/].",
+)
+@click.option("--debug", is_flag=True, help="Show the traceback of unexpected errors.")
+def compare_command(dir_a, dir_b, out_dir, debug) -> None:
+    """Compare two runs (before and after a mitigation, two capacities): overlaid charts and
+    a table of differences in compare.html and compare.md."""
+    with _guard(debug):
+        from sim.report import write_comparison
+
+        a, b = Path(dir_a), Path(dir_b)
+        name = f"compare-{a.resolve().name}-vs-{b.resolve().name}"
+        out = Path(out_dir) if out_dir else Path("reports") / name
+        written = write_comparison(a, b, out)
+        click.echo(f"{out}/: {', '.join(Path(p).name for p in written)}")
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

@@ -35,12 +35,23 @@ def _change(a: Any, b: Any, kind: str) -> str:
     if kind == "ratio":
         return f"{diff * 100:+.2f} points"
     if kind == "seconds":
-        text = ("+" if diff > 0 else "−") + seconds(abs(diff))
+        text = ("+" if diff > 0 else "-") + seconds(abs(diff))
     elif kind == "times":
         text = f"{diff:+.2f}×"
     else:
         text = f"{diff:+,.0f}"
-    return text + (f" ({diff / abs(x):+.0%})" if x else "")
+    if not x:
+        return text
+    factor = y / x
+    if 0 < factor < 0.1:
+        return f"{text} (1/{_fold(1 / factor)} of A)"
+    if factor > 10:
+        return f"{text} ({_fold(factor)}× A)"
+    return f"{text} ({factor - 1:+.0%})"
+
+
+def _fold(factor: float) -> str:
+    return f"{factor:,.0f}" if factor >= 100 else f"{factor:.3g}"
 
 
 def _longest(summary: dict) -> float:
@@ -144,6 +155,15 @@ def run_sentence(run: Run) -> str:
     return f"{label} ({summary.get('title') or summary.get('scenario')}): {facts['lead']}"
 
 
+def settings_sentence(rows: list[list[str]], shown: int = 4) -> str:
+    """The settings that differ, in one sentence (from parameter_difference_rows)."""
+    changes = [f"{key}: {a} → {b}" for key, a, b in rows[1:]]
+    if not changes:
+        return "Both runs have the same settings."
+    more = f" and {len(changes) - shown} more" if len(changes) > shown else ""
+    return "What differs: " + "; ".join(changes[:shown]) + more + "."
+
+
 def html_comparison(runs: list[Run], images: dict[str, bytes]) -> str:
     """compare.html: one self-contained page comparing two runs."""
     a, b = runs
@@ -153,7 +173,7 @@ def html_comparison(runs: list[Run], images: dict[str, bytes]) -> str:
         f"<h1>{escape(a[0])} vs {escape(b[0])}</h1>",
         '<section class="headline">'
         + "".join(f'<p class="lead">{escape(run_sentence(r))}</p>' for r in runs)
-        + "</section>",
+        + f'<p class="why">{escape(settings_sentence(params))}</p></section>',
         "<h2>Differences</h2>" + html_table(difference_rows(a, b)),
         "<h2>Charts</h2>"
         + "".join(html_figure(n, images[n]) for n in COMPARE_CHARTS if n in images),
@@ -175,6 +195,7 @@ def markdown_comparison(runs: list[Run], images: list[str]) -> str:
     parts = [
         f"# {md_text(a[0])} vs {md_text(b[0])}",
         "\n".join(f"- {md_text(run_sentence(r))}" for r in runs),
+        md_text(settings_sentence(params)),
         "## Differences",
         md_table(difference_rows(a, b)),
     ]
