@@ -84,6 +84,8 @@ def plan(
                 for r, s in enumerate(seeds)
             ]
             rows = runner.run(jobs, progress, desc=f"{param}={value}")
+            if runner.interrupted:
+                raise KeyboardInterrupt  # an interrupted probe is no evidence
             probe = _probe(value, rows, confidence)
             result.probes.append(probe)
             return probe.meets

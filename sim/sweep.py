@@ -184,6 +184,7 @@ class Runner:
         self._pool = None
         self._client = None
         self._own_client = False
+        self.interrupted = False
 
     def __enter__(self) -> Runner:
         if self.dask_address is None:
@@ -208,7 +209,7 @@ class Runner:
 
     def __exit__(self, kind, error, tb) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=error is None, cancel_futures=True)
+            self._pool.shutdown(wait=error is None and not self.interrupted, cancel_futures=True)
         if self._own_client:
             self._client.close()
 
@@ -231,6 +232,14 @@ class Runner:
             for i, future in finished:
                 outcomes[i] = self._outcome(jobs[i], future)
                 bar.update(1)
+        except KeyboardInterrupt:
+            # Keep what finished: the caller writes it, then stops (exit status 130).
+            if any(job.keep_result for job in jobs):
+                raise
+            self.interrupted = True
+            for i, job in enumerate(jobs):
+                if outcomes[i] is None:
+                    outcomes[i] = _row(job, None, "interrupted")
         finally:
             bar.close()
         return outcomes
@@ -294,7 +303,8 @@ def sweep(
     """Run every grid point `reps` times with common random numbers; one flat row per run.
 
     Row order is point by point (the grid's first key slowest), replications in order. With
-    `out_dir`, writes results.csv, aggregate.csv and sweep.png there.
+    `out_dir`, writes results.csv, aggregate.csv and sweep.png there (on Ctrl-C, with the runs
+    that finished, before KeyboardInterrupt propagates).
     """
     if reps < 1:
         raise UsageError(f"--reps must be at least 1, got {reps}")
@@ -311,6 +321,8 @@ def sweep(
         rows = runner.run(jobs, progress, desc="sweep")
     if out_dir is not None:
         write_sweep(rows, list(grid), out_dir, title=base.scenario.title or base.scenario.name)
+    if runner.interrupted:
+        raise KeyboardInterrupt  # after writing the runs that finished
     return rows
 
 
