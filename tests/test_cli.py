@@ -1,0 +1,269 @@
+"""The `outage-sim` command: exit codes, one located message for bad input, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import REPO
+
+from sim import __version__
+from sim.cli import cli
+
+GOOD = """\
+[scenario]
+name = "cli-small"
+duration = "10min"
+seed = 3
+bin = "1min"
+
+[arrivals]
+rate = "5/s"
+
+[service]
+servers = 8
+time = { dist = "exponential", mean = "1s" }
+
+[slo]
+success_ratio = 0.99
+"""
+
+
+def _invoke(*args: str):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def _assert_one_message(result, *fragments: str) -> str:
+    """Exit 2; stdout empty; stderr is one 'outage-sim: error:' line holding every fragment."""
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("outage-sim: error: ")
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+def _line_of(text: str, fragment: str) -> int:
+    numbers = [n for n, line in enumerate(text.splitlines(), 1) if fragment in line]
+    assert len(numbers) == 1, (fragment, numbers)
+    return numbers[0]
+
+
+BAD_CASES = {
+    # case: (old, new, key, extra fragment in the message)
+    "unknown-key": ("seed = 3", "sed = 3", "scenario.sed", "did you mean 'seed'"),
+    "unknown-section": ('[slo]', '[sla]', "sla", "unknown key 'sla'"),
+    "misspelt-distribution": (
+        'dist = "exponential"', 'dist = "exponentail"', "service.time.dist",
+        "did you mean 'exponential'",
+    ),
+    "wrong-duration-unit": ('mean = "1s"', 'mean = "1 parsec"', "service.time.mean", "parsec"),
+    "wrong-rate-unit": ('rate = "5/s"', 'rate = "5/fortnight"', "arrivals.rate", "fortnight"),
+    "rate-without-unit": ('rate = "5/s"', 'rate = "5"', "arrivals.rate", "expected a rate"),
+    "negative-servers": ("servers = 8", "servers = -3", "service.servers", "-3"),
+    "zero-servers": ("servers = 8", "servers = 0", "service.servers", "greater than or equal"),
+    "servers-not-a-number": ("servers = 8", 'servers = "many"', "service.servers", "'many'"),
+    "ratio-out-of-range": (
+        "success_ratio = 0.99", "success_ratio = 99", "slo.success_ratio", "less than or equal",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("command", ["check", "run"])
+@pytest.mark.parametrize("case", list(BAD_CASES))
+def test_bad_scenario_exits_2_naming_file_key_and_line(case, command, write_scenario, tmp_path):
+    """A bad value or key exits 2 with one message naming the file, the key and its line."""
+    old, new, key, fragment = BAD_CASES[case]
+    assert old in GOOD
+    text = GOOD.replace(old, new)
+    path = write_scenario(text, "bad.toml")
+    args = [command, path] + (["--out", tmp_path / "out"] if command == "run" else [])
+    line = _line_of(text, new.splitlines()[0])
+    message = _assert_one_message(_invoke(*args), f"{path}:{line}:", f"[{key}]", fragment)
+    assert not (tmp_path / "out").exists()  # nothing written for a bad scenario
+    assert message
+
+
+def test_toml_syntax_error_exits_2_with_its_line(write_scenario) -> None:
+    """Invalid TOML exits 2 with the file and the line of the syntax error."""
+    text = GOOD.replace('rate = "5/s"', 'rate = "5/s')
+    path = write_scenario(text, "syntax.toml")
+    _assert_one_message(_invoke("check", path), f"{path}:{_line_of(text, 'rate =')}:", "TOML")
+
+
+def test_missing_file_exits_2(tmp_path: Path) -> None:
+    """A scenario file that does not exist exits 2 with its name, not a traceback."""
+    path = tmp_path / "nowhere.toml"
+    _assert_one_message(_invoke("run", path), str(path), "no such scenario file")
+
+
+def test_folder_instead_of_file_exits_2(tmp_path: Path) -> None:
+    """A folder given as the scenario exits 2 (click's own usage error is fine)."""
+    result = _invoke("check", tmp_path)
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("assignment", "fragments"),
+    [
+        ("service.servers", ["--set", "KEY=VALUE"]),
+        ("service.servers=abc", ["--set", "[service.servers]", "'abc'"]),
+        ("service.servers=-2", ["--set", "[service.servers]"]),
+        ("service.srvers=9", ["--set", "[service.srvers]", "did you mean 'servers'"]),
+        ("scenario.seed.x=1", ["--set", "scenario.seed is a value, not a table"]),
+        ('service.time.dist="gama"', ["--set", "[service.time.dist]", "did you mean 'gamma'"]),
+    ],
+)
+def test_bad_set_exits_2_naming_the_override(assignment, fragments, write_scenario) -> None:
+    """A bad --set exits 2 with one message blaming --set and its key."""
+    path = write_scenario(GOOD)
+    _assert_one_message(_invoke("check", path, "--set", assignment), *fragments)
+
+
+def test_bad_csv_row_exits_2_naming_the_csv_line(write_scenario, tmp_path: Path) -> None:
+    """A bad row of a downloads CSV exits 2 naming the CSV and the row's line."""
+    (tmp_path / "d.csv").write_text("date,downloads\n2021-01-01,100\n2021-01-02,oops\n")
+    text = GOOD.replace('duration = "10min"', 'duration = "10min"\nstart = 2021-01-01T00:00:00Z')
+    text = text.replace('rate = "5/s"', 'rate = "5/s"\n\n[population]\ndownloads_csv = "d.csv"')
+    path = write_scenario(text)
+    _assert_one_message(_invoke("check", path), f"{tmp_path / 'd.csv'}:3:", "oops")
+
+
+def test_run_too_large_exits_2_with_a_suggested_scale(write_scenario) -> None:
+    """A run estimated above 50M simulated requests is refused with a suggested scale."""
+    path = write_scenario(GOOD.replace('rate = "5/s"', 'rate = "2000/s"').replace("10min", "1d"))
+    _assert_one_message(_invoke("run", path), "scenario.scale=", "--force")
+
+
+def test_real_command_reports_a_bad_scenario_without_traceback(write_scenario) -> None:
+    """The installed console script exits 2 with the located message on stderr."""
+    script = Path(sys.executable).with_name("outage-sim")
+    command = str(script) if script.exists() else shutil.which("outage-sim")
+    assert command, "the outage-sim console script is not installed"
+    text = GOOD.replace("servers = 8", "servers = 0")
+    path = write_scenario(text, "zero.toml")
+    completed = subprocess.run(
+        [command, "check", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    assert completed.returncode == 2
+    assert completed.stdout == ""
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1, completed.stderr
+    line = _line_of(text, "servers = 0")
+    assert lines[0].startswith(f"outage-sim: error: {path}:{line}: [service.servers] ")
+    assert "Traceback" not in completed.stderr
+
+
+# ------------------------------------------------------------------------- commands that work
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "scenarios").glob("*.toml")), ids=lambda p: p.name)
+def test_shipped_scenarios_pass_check(path: Path) -> None:
+    """Every scenarios/*.toml validates with `outage-sim check`."""
+    result = _invoke("check", path)
+    assert result.exit_code == 0, result.output
+    assert f"{path}: ok" in result.stdout
+
+
+def test_check_prints_the_size_estimate(write_scenario) -> None:
+    """check names the scenario and estimates the simulated requests (5/s for 10 min)."""
+    result = _invoke("check", write_scenario(GOOD))
+    assert result.exit_code == 0
+    assert "cli-small" in result.stdout and "about 3,000 simulated requests" in result.stdout
+
+
+def test_schema_prints_json_schema() -> None:
+    """schema prints the JSON Schema of scenario files."""
+    result = _invoke("schema")
+    assert result.exit_code == 0
+    schema = json.loads(result.stdout)
+    assert schema["title"] == "outage-sim scenario"
+    assert "service" in schema["properties"]
+
+
+def test_version() -> None:
+    """--version prints the package version."""
+    result = _invoke("--version")
+    assert result.exit_code == 0 and __version__ in result.stdout
+
+
+def test_run_writes_the_outputs_with_overrides(write_scenario, tmp_path: Path) -> None:
+    """run writes summary.json, timeseries.csv and queue.png; --seed and --set apply."""
+    out = tmp_path / "out"
+    result = _invoke(
+        "run", write_scenario(GOOD), "--out", out, "--seed", 11, "--set", "service.servers=9"
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["seed"] == 11
+    assert summary["scenario"] == "cli-small"
+    assert (out / "timeseries.csv").read_text().count("\n") == 11  # header + 10 bins
+    assert (out / "queue.png").stat().st_size > 0
+    assert "cli-small" in result.stdout and str(out) in result.stdout
+
+
+def test_run_quiet_prints_nothing(write_scenario, tmp_path: Path) -> None:
+    """--quiet: no summary on stdout, no progress on stderr."""
+    result = _invoke("run", write_scenario(GOOD), "--out", tmp_path / "o", "-q", "--no-charts")
+    assert result.exit_code == 0
+    assert result.stdout == "" and result.stderr == ""
+    assert (tmp_path / "o" / "summary.json").exists()
+    assert not (tmp_path / "o" / "queue.png").exists()
+
+
+def test_unexpected_error_exits_1_with_traceback_only_under_debug(
+    write_scenario, tmp_path: Path, monkeypatch
+) -> None:
+    """A bug exits 1 with a one-line message and a --debug hint; --debug adds the traceback."""
+    import sim.run
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("engine exploded")
+
+    monkeypatch.setattr(sim.run, "simulate", broken)
+    path = write_scenario(GOOD)
+    plain = _invoke("run", path, "--out", tmp_path / "o", "--no-charts")
+    assert plain.exit_code == 1
+    assert "RuntimeError: engine exploded" in plain.stderr
+    assert "--debug" in plain.stderr and "Traceback" not in plain.output
+    debug = _invoke("run", path, "--out", tmp_path / "o", "--no-charts", "--debug")
+    assert debug.exit_code == 1
+    assert "Traceback" in debug.stderr
+
+
+def test_interrupted_run_writes_what_it_has_and_exits_130(
+    write_scenario, tmp_path: Path, monkeypatch
+) -> None:
+    """Ctrl-C during a run: the partial report is written, marked interrupted, exit 130."""
+    import simpy
+
+    real_run = simpy.Environment.run
+    calls = {"n": 0}
+
+    def run_then_interrupt(self, until=None):
+        calls["n"] += 1
+        if calls["n"] == 50:
+            raise KeyboardInterrupt
+        return real_run(self, until)
+
+    monkeypatch.setattr(simpy.Environment, "run", run_then_interrupt)
+    out = tmp_path / "o"
+    result = _invoke("run", write_scenario(GOOD), "--out", out, "--no-charts", "-q")
+    assert result.exit_code == 130
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] is True
+    assert 0 < summary["duration_s"] < 600
