@@ -107,11 +107,46 @@ def autoscale_target(spec: Autoscale, servers: float, busy: float, queue: float)
     if servers <= 0:
         return spec.min_servers
     if spec.metric == "utilization":
-        desired = servers * (busy / servers) / spec.target
+        desired = busy / spec.target
     else:
         desired = busy / 0.9 + queue / spec.target
     desired = min(desired, servers * spec.max_step)
     return int(min(spec.max_servers, max(spec.min_servers, math.ceil(desired - 1e-9))))
+
+
+class Autoscaler:
+    """Reactive scaling decisions, shared by both engines.
+
+    Every `interval` it asks for `autoscale_target` servers, from the mean number of busy
+    servers over the interval (an instantaneous sample is too noisy). Scaling up takes the
+    provisioning `delay`, and no other decision is taken until it lands; scaling down is
+    immediate, by at most half, only with an empty queue, when the target is 10% below the
+    servers, and not within `cooldown` of the last action (so it does not flap on noise).
+    """
+
+    def __init__(self, spec: Autoscale) -> None:
+        self.spec = spec
+        self.last_action_s = -math.inf
+        self.busy_until_s = -math.inf
+        self.last_observation = (0.0, 0.0)
+
+    def decide(self, t_s: float, servers: float, busy_seconds: float, queue: float):
+        """(servers, delay_s) to apply, or None, from the busy server-seconds so far."""
+        spec = self.spec
+        t0, busy0 = self.last_observation
+        self.last_observation = (t_s, busy_seconds)
+        if t_s < self.busy_until_s or t_s <= t0:
+            return None
+        busy = (busy_seconds - busy0) / (t_s - t0)  # mean busy servers over the interval
+        desired = autoscale_target(spec, servers, busy, queue)
+        if desired > servers:
+            self.last_action_s, self.busy_until_s = t_s, t_s + spec.delay
+            return desired, spec.delay
+        calm = queue == 0 and t_s - self.last_action_s >= spec.cooldown
+        if calm and desired < 0.9 * servers:
+            self.last_action_s = t_s
+            return max(desired, math.ceil(servers / 2), spec.min_servers), 0.0
+        return None
 
 
 def combine_faults(active: list[Fault]) -> tuple[float, float, float]:
@@ -170,19 +205,14 @@ def _fault_label(fault: Fault) -> str:
 
 def _autoscaler(engine, spec: Autoscale):
     env = engine.env
-    target = engine.observe()["servers"]
-    last_action = -math.inf
+    scaler = Autoscaler(spec)
     while True:
         yield env.timeout(spec.interval)
         engine.controls_steps += 1
         state = engine.observe()
-        desired = autoscale_target(spec, state["servers"], state["busy"], state["queue"])
-        if desired == target or env.now - last_action < spec.cooldown:
-            continue
-        if desired < target and state["queue"] > 0:
-            continue
-        last_action, target = env.now, desired
-        env.process(_provision(engine, desired, spec.delay if desired > state["servers"] else 0.0))
+        decision = scaler.decide(env.now, state["servers"], state["busy_seconds"], state["queue"])
+        if decision is not None:
+            env.process(_provision(engine, *decision))
 
 
 def _provision(engine, servers: int, delay_s: float):

@@ -91,6 +91,7 @@ class DesEngine:
         "timeout_s", "retries_max", "pending", "timer", "timer_cbs", "timer_armed",
         "backoff", "budget", "tokens", "throttle_k", "throttle_req", "throttle_acc",
         "throttle_slot", "throttle_slot_s", "timer_fires", "controls_steps", "interrupted",
+        "busy_closed",
     )  # fmt: skip
 
     def __init__(self, scenario: Scenario, demand: Demand, recorder: Recorder) -> None:
@@ -104,7 +105,7 @@ class DesEngine:
         # Bins and time integrals.
         self.b, self.next_edge, self.last = 0, self.bin_s, 0.0
         self.busy_acc = self.queue_acc = self.srv_acc = self.cap_acc = 0.0
-        self.last_srv = 0.0
+        self.last_srv = self.busy_closed = 0.0
         for name in ("fresh", "attempts", "retries", "succeeded", "timed_out", "rejected",
                      "dropped", "throttled", "fresh_ok", "fresh_failed"):  # fmt: skip
             setattr(self, name, getattr(recorder, name))
@@ -167,6 +168,7 @@ class DesEngine:
         dt = edge - self.last
         qlen = len(self.queue)
         recorder.busy_area[b] = self.busy_acc + self.busy * dt
+        self.busy_closed += recorder.busy_area[b]
         recorder.queue_area[b] = self.queue_acc + qlen * dt
         dt_srv = edge - self.last_srv
         recorder.server_area[b] = self.srv_acc + self.servers * dt_srv
@@ -387,9 +389,16 @@ class DesEngine:
         self._servers_changed(now)
 
     def observe(self) -> dict:
-        """State for an autoscaler: servers, busy and queue (real units)."""
-        s = self.scale
-        return {"servers": self.planned * s, "busy": self.busy * s, "queue": len(self.queue) * s}
+        """State for an autoscaler (real units): servers, busy and queue now, and the busy
+        server-seconds so far (an autoscaler averages utilisation over its interval)."""
+        s, now = self.scale, self.env.now
+        busy_seconds = self.busy_closed + self.busy_acc + self.busy * (now - self.last)
+        return {
+            "servers": self.planned * s,
+            "busy": self.busy * s,
+            "queue": len(self.queue) * s,
+            "busy_seconds": busy_seconds * s,
+        }
 
     # -- running ---------------------------------------------------------------------------
     def run(self, progress: Callable[[float], None] | None = None) -> float:
