@@ -160,3 +160,41 @@ def test_to_pandas_has_every_column() -> None:
     frame = ts.to_pandas()
     assert isinstance(frame, pd.DataFrame)
     assert set(ts.columns) == set(frame.columns)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: the DES engine appends every latency of a bin to recorder.latencies and "
+    "never flushes before the bin closes (metrics._FLUSH is unused), so memory grows with "
+    "the requests of a bin",
+)
+def test_engine_keeps_the_latency_buffer_bounded_within_a_bin(monkeypatch) -> None:
+    """A run of one long bin never buffers more than _FLUSH latencies before folding them."""
+    import sim
+    from sim import metrics
+    from sim.scenario import parse_scenario
+
+    longest = []
+    flush = Recorder.flush_latencies
+
+    def watched(self):
+        longest.append(len(self.latencies))
+        flush(self)
+
+    monkeypatch.setattr(Recorder, "flush_latencies", watched)
+    text = """\
+[scenario]
+name = "one-bin"
+duration = 2500
+bin = 2500
+
+[arrivals]
+rate = 40
+
+[service]
+servers = 60
+time = { dist = "exponential", mean = 1 }
+"""
+    result = sim.simulate(parse_scenario(text))
+    assert result.summary["requests"]["succeeded"] > 1.3 * metrics._FLUSH
+    assert max(longest) <= metrics._FLUSH
