@@ -265,7 +265,7 @@ class DesEngine:
             if self.budget is not None:
                 self.tokens = min(RETRY_BUDGET_BURST, self.tokens + self.budget)
             if self.throttle_k is not None:
-                self.throttle_acc[self.throttle_slot] += 1
+                self.throttle_acc[self.throttle_slot % THROTTLE_SLOTS] += 1
         self.busy -= 1
         if self.queue and self.busy < self.servers:
             self._start_queued(now)
