@@ -47,6 +47,9 @@ EVENT_STYLE = {
 LANE_ROWS = 3
 # Latency ticks a reader knows: 1 ms ... 1 day.
 SECONDS_TICKS = (0.001, 0.01, 0.1, 1, 10, 60, 600, 3600, 6 * 3600, 86400)
+SECONDS_TICKS_FINE = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 30,
+                      60, 120, 300, 600, 1200, 1800, 3600, 7200, 3 * 3600, 6 * 3600, 12 * 3600,
+                      86400, 2 * 86400, 7 * 86400)  # fmt: skip
 plt.rcParams.update(
     {
         "font.size": 11,
@@ -131,6 +134,14 @@ def _seconds_tick(value: float, _pos=None) -> str:
     return f"{value / 86400:.3g} d"
 
 
+def _seconds_ticks(low: float, high: float, most: int = 9) -> list[float]:
+    """Latency ticks inside [low, high]: 1-2-5 steps when few enough, else decades."""
+    fine = [t for t in SECONDS_TICKS_FINE if low <= t <= high]
+    if len(fine) <= most:
+        return fine
+    return [t for t in SECONDS_TICKS if low <= t <= high]
+
+
 def _legend(ax) -> None:
     """The legend beside the plot, outside the axes, so it never covers data."""
     handles, labels = ax.get_legend_handles_labels()
@@ -143,10 +154,25 @@ def _suptitle(fig, summary: dict, what: str) -> None:
     fig.suptitle(f"{title}: {what}", x=0.01, ha="left", fontsize=14, parse_math=False)
 
 
-def _lane_rows(summary: dict) -> int:
-    """Rows of event labels the lane needs (ends are not labelled): 1 to LANE_ROWS."""
+def _lane_rows(summary: dict, span_s: float) -> int:
+    """Rows of event labels the lane needs, 1 to LANE_ROWS: a dry run of `_place_label` with
+    label widths estimated from their length on a plot about 1000 px wide."""
     starts = [e for e in summary.get("timeline") or [] if not e["kind"].endswith("_end")]
-    return max(1, min(LANE_ROWS, len(starts)))
+    starts.sort(key=lambda e: (e["kind"] not in ("fault", "surge"), e["t_s"]))
+    taken: list[list[tuple[float, float]]] = [[] for _ in range(LANE_ROWS)]
+    used = 1
+    for event in starts:
+        x = 1000.0 * event["t_s"] / max(span_s, 1e-9)
+        width = 12 + 6.5 * len(_lane_text(event))
+        for row in range(LANE_ROWS):
+            spans = ((x - 6, x + width), (x - width, x + 6))
+            fits = [s for s in spans if s[0] >= 0 and s[1] <= 1060]
+            free = [s for s in fits if all(s[1] + 6 < a or s[0] - 6 > b for a, b in taken[row])]
+            if free:
+                taken[row].append(free[0])
+                used = max(used, row + 1)
+                break
+    return used
 
 
 def _figure(height_in: float, lane_rows: int, panels: int = 1, ratios=None):
@@ -193,7 +219,7 @@ def mark_events(ax, summary: dict, axis: _Axis) -> None:
 
 def draw_timeline(lane, summary: dict, axis: _Axis) -> None:
     """The lane above a chart: outage bars and labelled events, in rows that do not overlap."""
-    rows = _lane_rows(summary)
+    rows = _lane_rows(summary, axis.span_s)
     lane.set_ylim(0, rows + 1.1)
     lane.set_yticks([])
     for side in ("left", "right", "top"):
@@ -234,34 +260,20 @@ def draw_timeline(lane, summary: dict, axis: _Axis) -> None:
     fig.canvas.draw()  # fix the layout, so label widths can be compared in pixels
     renderer = fig.canvas.get_renderer()
     to_px = lane.transData.transform
-    row_ends_px = [-math.inf] * rows
+    # labels may run past the lane's right end into the margin, never off the figure
+    left_px, right_px = lane.get_window_extent(renderer).x0, fig.bbox.x1 - 4
+    taken: list[list[tuple[float, float]]] = [[] for _ in range(rows)]
+    starts = [e for e in summary.get("timeline") or [] if not e["kind"].endswith("_end")]
+    # Faults and surges explain an outage: they get a row before capacity changes do.
+    starts.sort(key=lambda e: (e["kind"] not in ("fault", "surge"), e["t_s"]))
     hidden = 0
-    for event in summary.get("timeline") or []:
-        if event["kind"].endswith("_end"):
-            continue  # ends are the dotted lines; their labels would only crowd the lane
+    for event in starts:
         colour, _, marker = EVENT_STYLE.get(event["kind"], (GREY, ":", "o"))
         x = axis.x(event["t_s"])
         x_px = to_px((x, 0))[0]
-        for row in range(rows):
-            if x_px > row_ends_px[row] + 8:
-                y = rows + 0.5 - row
-                lane.plot(x, y, marker=marker, color=colour, ms=7, clip_on=False)
-                text = lane.text(
-                    x,
-                    y,
-                    f"  {event['label']}",
-                    fontsize=9.5,
-                    va="center",
-                    ha="left",
-                    color=BLACK,
-                    parse_math=False,
-                )
-                text.set_in_layout(False)
-                row_ends_px[row] = text.get_window_extent(renderer).x1
-                break
-        else:
-            lane.plot(x, rows + 0.5, marker=marker, color=colour, ms=7, clip_on=False)
-            hidden += 1
+        if _place_label(lane, renderer, event, x, x_px, rows, taken, (left_px, right_px)):
+            continue
+        hidden += 1
     if hidden:
         note = f"+{hidden} more events: see the report's timeline"
         lane.text(
@@ -276,13 +288,59 @@ def draw_timeline(lane, summary: dict, axis: _Axis) -> None:
         )
 
 
+def _lane_text(event: dict, limit: int = 44) -> str:
+    """An event label short enough for the lane (the report's timeline has it whole): no
+    parenthesis, and a capacity change only as its new size ("→ 21,581 servers")."""
+    short = event["label"].split(" (")[0]
+    if event["kind"] in ("capacity", "autoscale") and "→" in short:
+        short = "→" + short.rsplit("→", 1)[1]
+    return short if len(short) <= limit else short[: limit - 1] + "…"
+
+
+def _place_label(lane, renderer, event, x, x_px, rows, taken, bounds) -> bool:
+    """Put an event's marker and label in the first row where the label fits, right of the
+    marker or else left of it, inside the lane and clear of other labels; False if none."""
+    colour, _, marker = EVENT_STYLE.get(event["kind"], (GREY, ":", "o"))
+    text = lane.text(x, 0, "", fontsize=9.5, va="center", color=BLACK, parse_math=False,
+                     bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85,
+                           "pad": 0.5})  # fmt: skip
+    text.set_in_layout(False)
+    for row in range(rows):
+        y = rows + 0.5 - row
+        for ha, content in (("left", f"  {_lane_text(event)}"),
+                            ("right", f"{_lane_text(event)}  ")):  # fmt: skip
+            text.set_text(content)
+            text.set_horizontalalignment(ha)
+            text.set_y(y)
+            box = text.get_window_extent(renderer)
+            x0, x1 = (x_px - 6, box.x1) if ha == "left" else (box.x0, x_px + 6)
+            inside = bounds[0] - 2 <= x0 and x1 <= bounds[1] + 2
+            if inside and all(x1 + 6 < a or x0 - 6 > b for a, b in taken[row]):
+                taken[row].append((x0, x1))
+                lane.plot(x, y, marker=marker, color=colour, ms=7, clip_on=False, zorder=3)
+                return True
+    text.remove()
+    return False
+
+
+EVENT_NAMES = {
+    "surge": "surge begins",
+    "fault": "fault begins",
+    "capacity": "capacity change",
+    "autoscale": "autoscaler acts",
+    "surge_end": "surge ends",
+    "fault_end": "fault ends",
+}
+
+
 def _event_legend(ax, summary: dict) -> None:
-    """Legend entries that explain the event lines (their labels are in the lane)."""
+    """Legend entries for the kinds of event lines drawn (their labels are in the lane)."""
     kinds = {e["kind"] for e in summary.get("timeline") or []}
-    if kinds - {"surge_end", "fault_end"}:
-        ax.plot([], [], color=GREY, ls="--", lw=1.0, label="event (labelled above)")
-    if kinds & {"surge_end", "fault_end"}:
-        ax.plot([], [], color=GREY, ls=":", lw=1.0, label="surge or fault ends")
+    for kind, name in EVENT_NAMES.items():
+        if kind in kinds:
+            colour, style, marker = EVENT_STYLE[kind]
+            marker = None if kind.endswith("_end") else marker
+            ax.plot([], [], color=colour, ls=style, lw=1.0, marker=marker, ms=6, label=name)
 
 
 # -- the panels ------------------------------------------------------------------------------
@@ -356,21 +414,29 @@ def draw_latency(ax, summary: dict, ts: Timeseries, axis: _Axis) -> None:
             label=column.replace("latency_", ""),
         )
     slo_p99 = (summary.get("slo") or {}).get("latency_p99_s")
-    if slo_p99:
-        ax.axhline(
-            slo_p99, color=BLACK, lw=1.3, ls=":", label=f"SLO p99 ≤ {_seconds_tick(slo_p99)}"
-        )
     timeout = ((summary.get("parameters") or {}).get("client") or {}).get("timeout_s")
-    if timeout:
-        ax.axhline(
-            timeout, color=PURPLE, lw=1.3, ls="-.", label=f"client timeout {_seconds_tick(timeout)}"
-        )
+    if slo_p99 and slo_p99 == timeout:  # one line, or the second would hide the first
+        text = f"SLO p99 ≤ {_seconds_tick(slo_p99)}\n= client timeout"
+        ax.axhline(slo_p99, color=BLACK, lw=1.3, ls=":", label=text)
+    else:
+        if slo_p99:
+            text = f"SLO p99 ≤ {_seconds_tick(slo_p99)}"
+            ax.axhline(slo_p99, color=BLACK, lw=1.3, ls=":", label=text)
+        if timeout:
+            text = f"client timeout {_seconds_tick(timeout)}"
+            ax.axhline(timeout, color=PURPLE, lw=1.3, ls="-.", label=text)
     shade_outages(ax, summary, axis)
     mark_events(ax, summary, axis)
-    finite = np.asarray(ts["latency_p99"], dtype=float)
-    if np.isfinite(finite).any() and np.nanmax(finite) > 0:
+    values = np.concatenate(
+        [np.asarray(ts[c], dtype=float) for c in ("latency_p50", "latency_p99")]
+        + [np.array([v for v in (slo_p99, timeout) if v], dtype=float)]
+    )
+    values = values[np.isfinite(values) & (values > 0)]
+    if len(values):
+        low, high = float(values.min()) / 1.5, float(values.max()) * 1.5
         ax.set_yscale("log")
-        ax.yaxis.set_major_locator(FixedLocator(SECONDS_TICKS))
+        ax.set_ylim(low, high)
+        ax.yaxis.set_major_locator(FixedLocator(_seconds_ticks(low, high)))
         ax.yaxis.set_minor_locator(NullLocator())
         ax.yaxis.set_major_formatter(FuncFormatter(_seconds_tick))
     ax.set_ylabel("time in system")
@@ -429,7 +495,7 @@ def panel_figure(name: str, summary: dict, ts: Timeseries):
     """One of the four charts; the queue chart (the hero) carries the timeline lane."""
     draw, what = PANELS[name]
     axis = _Axis(ts)
-    lane_rows = _lane_rows(summary) if name == "queue" else 0
+    lane_rows = _lane_rows(summary, axis.span_s) if name == "queue" else 0
     fig, lane, (ax,) = _figure(5.6 if lane_rows else 5.0, lane_rows)
     _suptitle(fig, summary, what)
     draw(ax, summary, ts, axis)
@@ -462,7 +528,9 @@ def outcomes_figure(summary: dict, ts: Timeseries):
 def dashboard_figure(summary: dict, ts: Timeseries):
     """The four charts stacked on one shared time axis, under the timeline lane."""
     axis = _Axis(ts)
-    fig, lane, axes = _figure(14.4, _lane_rows(summary), panels=4, ratios=[3.2, 2.6, 2.6, 2.6])
+    fig, lane, axes = _figure(
+        14.4, _lane_rows(summary, axis.span_s), panels=4, ratios=[3.2, 2.6, 2.6, 2.6]
+    )
     _suptitle(fig, summary, "queue, load, latency and outcomes")
     for ax, (draw, what) in zip(axes, PANELS.values(), strict=True):
         draw(ax, summary, ts, axis)

@@ -60,7 +60,7 @@ h2{font-size:20px;margin:30px 0 10px;border-bottom:1px solid #ddd;padding-bottom
 .cards dd{margin:0;font-size:24px;font-weight:700}
 .cards small{display:block;font-size:13px;font-weight:400;color:#555}
 .why{margin:12px 0 0}
-.description{white-space:pre-wrap;overflow-wrap:anywhere;max-width:80ch}
+.description{overflow-wrap:anywhere;max-width:80ch}
 table{border-collapse:collapse;margin:6px 0;font-variant-numeric:tabular-nums}
 th,td{border-bottom:1px solid #e2e2e2;padding:5px 12px 5px 0;text-align:left;vertical-align:top}
 th{font-size:14px;color:#444}
@@ -76,6 +76,13 @@ CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 def escape(text: Any) -> str:
     """Text made safe for HTML (quotes too)."""
     return html.escape(str(text), quote=True)
+
+
+def html_paragraphs(text: str) -> str:
+    """Free text as escaped paragraphs: blank lines part them, single newlines are spaces
+    (as in the Markdown the description is written in; its markup is shown as written)."""
+    paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", text.strip())]
+    return "".join(f"<p>{escape(p)}</p>" for p in paragraphs if p)
 
 
 def html_table(rows: list[list[str]], header: bool = True) -> str:
@@ -143,8 +150,8 @@ def html_report(summary: dict, images: dict[str, bytes]) -> str:
         f"<h1>{escape(title)}</h1>",
         f'<p class="meta">{escape(run_span(summary))} · seed {escape(summary.get("seed"))}</p>',
         html_headline(summary),
-        f'<h2>Scenario</h2><div class="description">{escape(description)}</div>'
-        if description
+        f'<h2>Scenario</h2><div class="description">{html_paragraphs(description)}</div>'
+        if description.strip()
         else "",
         "<h2>Outages</h2>"
         + (html_table(outage_rows(summary)) if summary.get("outages") else "<p>None.</p>"),

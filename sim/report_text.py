@@ -42,11 +42,24 @@ def ratio(value: Any, digits: int = 2) -> str:
     return f"{value * 100:.{digits}f}%"
 
 
-def seconds(value: Any) -> str:
-    """A duration in seconds, short and human ('250ms', '12min')."""
+def big_count(value: Any) -> str:
+    """A count for a headline card: exact below a million, else '4.06 billion'."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
-    return format_duration(float(value))
+    for limit, word in ((1e12, "trillion"), (1e9, "billion"), (1e6, "million")):
+        if abs(value) >= limit:
+            return f"{value / limit:.3g} {word}"
+    return count(value)
+
+
+def seconds(value: Any) -> str:
+    """A duration in seconds, short and human ('250ms', '12min', '19d')."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    value = float(value)
+    if value >= 2 * 86400 and value % 86400 == 0:
+        return f"{value / 86400:.0f}d"
+    return format_duration(value)
 
 
 def rate(value: Any) -> str:
@@ -75,7 +88,7 @@ def headline(summary: dict) -> dict[str, Any]:
     requests = summary["requests"]
     failed = failed_requests(summary)
     fresh = requests["fresh"] or 0
-    share = f"{failed / fresh:.1%} of {count(fresh)} fresh" if fresh else "no fresh requests"
+    share = f"{failed / fresh:.1%} of {big_count(fresh)} fresh" if fresh else "no fresh requests"
     amplification = summary.get("amplification")
     amp_text = f"{amplification:.2f}×" if amplification else "–"
     cards = []
@@ -84,9 +97,18 @@ def headline(summary: dict) -> dict[str, Any]:
         longest = max(outages, key=lambda o: o["duration_s"])
         peak = max(o["peak_queue"] for o in outages)
         ongoing = first.get("ongoing")
-        lasted = ("at least " if ongoing else "") + seconds(first["duration_s"])
-        lead = f"The service was down from {when(summary, first['start_s'])} for {lasted}"
-        lead += ": still down when the run ended." if ongoing else ", then recovered."
+        lasted = seconds(first["duration_s"])
+        onset = (
+            f"at {when(summary, first['start_s'])}"
+            if _start(summary)
+            else f"{seconds(first['start_s'])} into the run"
+        )
+        lead = f"The service went down {onset} "
+        lead += (
+            f"and was still down {lasted} later, when the run ended."
+            if ongoing
+            else f"and stayed down for {lasted}, then recovered."
+        )
         if len(outages) > 1:
             lead += (
                 f" {len(outages)} outages in all, {seconds(summary.get('outage_total_s'))} "
@@ -107,7 +129,7 @@ def headline(summary: dict) -> dict[str, Any]:
                 ("≥ " if ongoing else "") + seconds(first["duration_s"]),
                 "still down at the end of the run" if ongoing else "then recovered",
             ),
-            ("Peak queue", count(peak), "requests waiting"),
+            ("Peak queue", big_count(peak), "requests waiting"),
         ]
     else:
         slo = summary.get("slo")
@@ -118,9 +140,9 @@ def headline(summary: dict) -> dict[str, Any]:
             else "No outage: the SLO held throughout the run."
         )
         queue = summary.get("queue") or {}
-        cards.append(("Peak queue", count(queue.get("max")), "requests waiting"))
+        cards.append(("Peak queue", big_count(queue.get("max")), "requests waiting"))
     cards += [
-        ("Requests failed", count(failed), share),
+        ("Requests failed", big_count(failed), share),
         ("Amplification", amp_text, "attempts per fresh request"),
         ("Metastable", metastable_words(summary), _metastable_note(summary)),
     ]

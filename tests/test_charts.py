@@ -175,7 +175,7 @@ def test_lane_labels_never_overlap(storm):
     fig = draw(charts.queue_figure(crowded, ts))
     renderer = fig.canvas.get_renderer()
     lane = fig.axes[0]
-    boxes = [t.get_window_extent(renderer) for t in lane.texts if "planner" in t.get_text()]
+    boxes = [t.get_window_extent(renderer) for t in lane.texts if "servers" in t.get_text()]
     assert 3 <= len(boxes) < 24
     for a, b in combinations(boxes, 2):
         assert not a.overlaps(b)
