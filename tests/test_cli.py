@@ -75,6 +75,14 @@ BAD_CASES = {
     "ratio-out-of-range": (
         "success_ratio = 0.99", "success_ratio = 99", "slo.success_ratio", "less than or equal",
     ),
+    "negative-servers-in-a-change": (
+        "[slo]", '[[capacity.change]]\nat = "5min"\nservers = -2\n\n[slo]',
+        "capacity.change.0.servers", "-2",
+    ),
+    "timestamp-without-start": (
+        "[slo]", "[[faults]]\nat = 2021-01-15T10:00:00Z\nduration = \"1min\"\n\n[slo]",
+        "faults.0.at", "scenario.start",
+    ),
 }  # fmt: skip
 
 
@@ -87,7 +95,9 @@ def test_bad_scenario_exits_2_naming_file_key_and_line(case, command, write_scen
     text = GOOD.replace(old, new)
     path = write_scenario(text, "bad.toml")
     args = [command, path] + (["--out", tmp_path / "out"] if command == "run" else [])
-    line = _line_of(text, new.splitlines()[0])
+    # The line of the offending key: the changed line that holds the key's last part.
+    last = key.rsplit(".", 1)[-1]
+    line = _line_of(text, next(p for p in new.splitlines() if p.lstrip("[").startswith(last)))
     message = _assert_one_message(_invoke(*args), f"{path}:{line}:", f"[{key}]", fragment)
     assert not (tmp_path / "out").exists()  # nothing written for a bad scenario
     assert message
