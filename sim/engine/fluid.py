@@ -15,7 +15,7 @@ age passes `client.timeout`: they count as timed out and retry after the mean ba
 P(S > timeout − w), from quantiles of the service-time distribution; completions count as
 successes one mean service time later. Controls reuse the DES's decision rules: capacity from
 `planned_changes` and the `DailyPlanner` (which reads the load recorded so far), faults from
-`combine_faults`, the autoscaler from `autoscale_target`.
+`combine_faults`, the autoscaler from `Autoscaler`.
 
 Approximations, by design: below capacity nothing waits (no Erlang C queueing delay: latency
 is the service time alone); a finite queue rejects only the mass above its limit, so a loss
@@ -41,9 +41,9 @@ from collections.abc import Callable
 import numpy as np
 
 from sim.engine.controls import (
+    Autoscaler,
     DailyPlanner,
     _fault_label,
-    autoscale_target,
     combine_faults,
     planned_changes,
 )
@@ -177,8 +177,7 @@ class FluidEngine:
         self.order = 0
         self.active_faults: list = []
         self.autoscale = scenario.capacity.autoscale
-        self.autoscale_target_servers = 0.0
-        self.autoscale_last = -math.inf
+        self.busy_seconds = 0.0
 
     def scaled(self, real_servers: float) -> int:
         """Simulated servers standing for `real_servers` at this run's scale (as the DES)."""
@@ -202,7 +201,8 @@ class FluidEngine:
             self._at(fault.at, "fault", fault)
             self._at(fault.at + fault.duration, "fault_end", fault)
         if self.autoscale is not None:
-            self._at(0.0, "autoscale_init")
+            self.scaler = Autoscaler(self.autoscale)
+            self._at(self.autoscale.interval, "autoscale")
 
     def _apply_controls(self, slot: int) -> None:
         recorder = self.recorder
@@ -226,30 +226,22 @@ class FluidEngine:
             elif action == "provision":
                 self.set_planned_servers(argument)
                 recorder.add_event(t_s, "autoscale", f"autoscaler → {argument:,} servers")
-            elif action == "autoscale_init":
-                self.autoscale_target_servers = self.planned * self.scale
-                self._at(t_s + self.autoscale.interval, "autoscale")
             else:
                 self._autoscale(t_s)
 
     def _autoscale(self, t_s: float) -> None:
-        """One look of the autoscaler (the decision rule of `controls._autoscaler`)."""
-        spec = self.autoscale
-        self._at(t_s + spec.interval, "autoscale")
+        """One look of the autoscaler: the shared `Autoscaler` decides, as in the DES."""
+        self._at(t_s + self.autoscale.interval, "autoscale")
         state = self.observe()
-        desired = autoscale_target(spec, state["servers"], state["busy"], state["queue"])
-        target = self.autoscale_target_servers
-        if desired == target or t_s - self.autoscale_last < spec.cooldown:
+        decision = self.scaler.decide(t_s, state["servers"], state["busy_seconds"], state["queue"])
+        if decision is None:
             return
-        if desired < target and state["queue"] > 0:
-            return
-        self.autoscale_last, self.autoscale_target_servers = t_s, desired
-        delay = spec.delay if desired > state["servers"] else 0.0
-        if delay > 0:
-            self._at(t_s + delay, "provision", desired)
+        servers, delay_s = decision
+        if delay_s > 0:
+            self._at(t_s + delay_s, "provision", servers)
         else:
-            self.set_planned_servers(desired)
-            self.recorder.add_event(t_s, "autoscale", f"autoscaler → {desired:,} servers")
+            self.set_planned_servers(servers)
+            self.recorder.add_event(t_s, "autoscale", f"autoscaler → {servers:,} servers")
 
     def set_planned_servers(self, real_servers: float) -> None:
         """Set the planned number of servers (real units); faults still apply on top."""
@@ -263,9 +255,14 @@ class FluidEngine:
         self.servers = max(0, round(self.planned * self.fault_factor))
 
     def observe(self) -> dict:
-        """State for an autoscaler: servers, busy and queue (real units)."""
+        """State for an autoscaler (real units): servers, busy, queue, busy server-seconds."""
         s = self.scale
-        return {"servers": self.planned * s, "busy": self.busy * s, "queue": self.queued * s}
+        return {
+            "servers": self.planned * s,
+            "busy": self.busy * s,
+            "queue": self.queued * s,
+            "busy_seconds": self.busy_seconds * s,
+        }
 
     # -- fates and delayed work ------------------------------------------------------------
     def _decide(self, counter: list, row: np.ndarray) -> None:
@@ -558,6 +555,7 @@ class FluidEngine:
             self.servers if self.queued > EPS else min(self.servers, started * service_s / h)
         )
         recorder.busy_area[b] += self.busy * h
+        self.busy_seconds += self.busy * h
         recorder.queue_area[b] += (queued_before + self.queued) / 2 * h
         recorder.server_area[b] += self.servers * h
         recorder.capacity_area[b] += self.servers / self.slowdown * h
