@@ -38,6 +38,13 @@ CAPTIONS = {
     "compare_queue.png": "Queue length of both runs overlaid, with their outages shaded.",
     "compare_load.png": "Offered load and capacity of both runs, with their fresh demand.",
 }
+ALT = {
+    "dashboard.png": "Dashboard: queue, load, latency, outcomes",
+    "queue.png": "Queue length over time",
+    "load.png": "Demand, offered load and capacity",
+    "latency.png": "Latency percentiles per bin",
+    "outcomes.png": "Outcomes of attempts per bin",
+}
 PAGE_CHARTS = ("queue.png", "load.png", "latency.png", "outcomes.png")
 
 
@@ -106,7 +113,7 @@ def html_figure(name: str, png: bytes) -> str:
     data = base64.b64encode(png).decode("ascii")
     caption = CAPTIONS.get(name, "")
     return (
-        f'<figure><img src="data:image/png;base64,{data}" alt="{escape(caption or name)}">'
+        f'<figure><img src="data:image/png;base64,{data}" alt="{escape(ALT.get(name, name))}">'
         f"<figcaption>{escape(caption)} <code>{escape(name)}</code></figcaption></figure>"
     )
 
@@ -167,7 +174,7 @@ def html_report(summary: dict, images: dict[str, bytes]) -> str:
 
 
 # -- Markdown --------------------------------------------------------------------------------
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]#|])")
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]#|$~])")
 
 
 def md_text(text: Any) -> str:
@@ -196,6 +203,8 @@ def md_headline(summary: dict) -> str:
     facts = headline(summary)
     lines = [f"**{md_text(facts['lead'])}**", ""]
     for label, value, note in facts["cards"]:
+        if label == "Metastable" and facts["why"]:
+            continue  # the verdict follows, with its reason
         note = f" ({md_text(note)})" if note else ""
         lines.append(f"- {md_text(label)}: **{md_text(value)}**{note}")
     if facts["why"]:
@@ -219,7 +228,7 @@ def markdown_report(summary: dict, images: list[str]) -> str:
     charts = [n for n in ("dashboard.png", *PAGE_CHARTS) if n in images]
     if charts:
         parts.append("## Charts")
-        parts += [f"![{md_text(CAPTIONS[n])}]({n})\n\n{md_text(CAPTIONS[n])}" for n in charts]
+        parts += [f"![{ALT[n]}]({n})\n\n{md_text(CAPTIONS[n])}" for n in charts]
     if summary.get("parameters"):
         parts += ["## Key parameters", md_table(parameter_rows(summary))]
     parts += ["## Totals", md_table(total_rows(summary))]

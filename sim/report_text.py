@@ -89,8 +89,6 @@ def headline(summary: dict) -> dict[str, Any]:
     failed = failed_requests(summary)
     fresh = requests["fresh"] or 0
     share = f"{failed / fresh:.1%} of {big_count(fresh)} fresh" if fresh else "no fresh requests"
-    amplification = summary.get("amplification")
-    amp_text = f"{amplification:.2f}×" if amplification else "–"
     cards = []
     if outages:
         first = outages[0]
@@ -143,7 +141,7 @@ def headline(summary: dict) -> dict[str, Any]:
         cards.append(("Peak queue", big_count(queue.get("max")), "requests waiting"))
     cards += [
         ("Requests failed", big_count(failed), share),
-        ("Amplification", amp_text, "attempts per fresh request"),
+        amplification_card(summary),
         ("Metastable", metastable_words(summary), _metastable_note(summary)),
     ]
     return {
@@ -152,6 +150,19 @@ def headline(summary: dict) -> dict[str, Any]:
         "cards": cards,
         "why": summary.get("metastable_reason") or "",
     }
+
+
+def amplification_card(summary: dict) -> tuple[str, str, str]:
+    """Attempts per fresh request: in the first outage when there is one (where retries
+    matter), with the whole run's figure beside it."""
+    overall = summary.get("amplification")
+    overall_text = f"{overall:.2f}×" if overall else "–"
+    outages = summary.get("outages") or []
+    during = outages[0].get("amplification") if outages else None
+    if during:
+        note = f"per fresh request in the outage; {overall_text} overall"
+        return ("Amplification", f"{during:.2f}×", note)
+    return ("Amplification", overall_text, "attempts per fresh request")
 
 
 def slo_text(summary: dict) -> str:
@@ -227,8 +238,37 @@ def _surge_text(summary: dict, s: dict) -> str:
     return text + (f", ramp {seconds(s['ramp_s'])}" if s.get("ramp_s") else "")
 
 
+TIME_OF_DAY_KEYS = {"review_at", "peak", "peak_s"}
+DURATION_KEYS = {"lead_time", "interval", "delay", "cooldown", "throttle_window", "window"}
+PER_DAY_KEYS = {"requests_per_user", "downloads"}
+SHARE_KEYS = {"activation", "target_utilization", "amplitude"}
+
+
+def _value(key: str, value: Any) -> str:
+    """A setting's value in the unit its key implies (the summary holds seconds and /s)."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return str(value)
+    if isinstance(value, int | float):
+        if key in TIME_OF_DAY_KEYS:
+            return f"{int(value // 3600):02d}:{int(value % 3600 // 60):02d} UTC"
+        if key in DURATION_KEYS or key.endswith("_s"):
+            return seconds(value)
+        if key in PER_DAY_KEYS:
+            return f"{value * 86400:,.4g}/day"
+        if key in SHARE_KEYS:
+            return f"{value:.0%}"
+        if float(value).is_integer():
+            return f"{value:,.0f}"
+        return f"{value:.4g}"
+    return str(value)
+
+
 def _pairs(values: dict) -> str:
-    return ", ".join(f"{k} = {v}" for k, v in values.items() if v is not None)
+    return ", ".join(
+        f"{k.removesuffix('_s').replace('_', ' ')} {_value(k, v)}"
+        for k, v in values.items()
+        if v is not None
+    )
 
 
 def parameter_rows(summary: dict) -> list[list[str]]:
@@ -336,12 +376,20 @@ def provenance_rows(summary: dict) -> list[list[str]]:
         ("scale (real requests per simulated one)", "scale"),
         ("simulated events", "events"),
     )
-    rows = [["", ""]] + [[label, str(summary.get(key, "–"))] for label, key in keys]
+    rows = [["", ""]] + [[label, _plain(summary.get(key))] for label, key in keys]
     wall = summary.get("wall_time_s")
     rows.append(["wall time", f"{wall:.2f} s" if wall is not None else "–"])
     if summary.get("interrupted"):
         rows.append(["interrupted", "yes: the run stopped early; numbers cover the part run"])
     return rows
+
+
+def _plain(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float) and value.is_integer():
+        return f"{value:g}"
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
 
 
 def run_span(summary: dict) -> str:
