@@ -568,8 +568,28 @@ def _split_key(key: str) -> tuple:
     return tuple(part.strip().strip("\"'") for part in key.split("."))
 
 
+_BOUND_KEYWORDS = {
+    "ge": "minimum",
+    "gt": "exclusiveMinimum",
+    "le": "maximum",
+    "lt": "exclusiveMaximum",
+}
+
+
+def _standard_schema(node: Any) -> Any:
+    """pydantic leaves ge/gt/le/lt on types with a custom schema and writes inf as a float:
+    rename them to JSON Schema keywords and write inf as the string a scenario uses."""
+    if isinstance(node, dict):
+        return {_BOUND_KEYWORDS.get(k, k): _standard_schema(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_standard_schema(v) for v in node]
+    if isinstance(node, float) and math.isinf(node):
+        return "inf"
+    return node
+
+
 def json_schema() -> dict:
-    """The JSON Schema of scenario files."""
-    schema = Scenario.model_json_schema()
+    """The JSON Schema of scenario files (strict JSON: no Infinity)."""
+    schema = _standard_schema(Scenario.model_json_schema())
     schema["title"] = "outage-sim scenario"
     return schema

@@ -162,12 +162,6 @@ def test_to_pandas_has_every_column() -> None:
     assert set(ts.columns) == set(frame.columns)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the DES engine appends every latency of a bin to recorder.latencies and "
-    "never flushes before the bin closes (metrics._FLUSH is unused), so memory grows with "
-    "the requests of a bin",
-)
 def test_engine_keeps_the_latency_buffer_bounded_within_a_bin(monkeypatch) -> None:
     """A run of one long bin never buffers more than _FLUSH latencies before folding them."""
     import sim

@@ -435,21 +435,11 @@ def test_schema_duration_pattern_accepts_what_the_parser_accepts() -> None:
         assert re.match(pattern["pattern"], text), text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: json_schema() has queue_limit default Infinity, which json.dumps writes as "
-    "the non-JSON token Infinity (outage-sim schema prints invalid JSON)",
-)
 def test_schema_is_strict_json() -> None:
     """The schema serialises to strict JSON (no NaN or Infinity tokens)."""
     json.dumps(json_schema(), allow_nan=False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: bounds of Fraction/Number fields appear as pydantic's ge/le/gt keys, which "
-    "JSON Schema ignores, instead of minimum/maximum/exclusiveMinimum",
-)
 def test_schema_bounds_use_json_schema_keywords() -> None:
     """Numeric bounds are written as JSON Schema keywords an editor understands."""
     text = json.dumps(json_schema(), default=str)

@@ -410,11 +410,15 @@ class DesEngine:
             self.arrival_event.callbacks = self.arrival_cbs
             env.schedule(self.arrival_event, NORMAL, block[0])
         start_controls(self)
-        chunks = 200
+        # Run in chunks: for the progress bar, Ctrl-C, and to fold latencies into histograms
+        # at least every ~32k requests (memory stays flat however long a bin is).
+        expected = self.demand.expected_total() / self.scale * (1 + self.retries_max)
+        chunks = max(200, math.ceil(expected / 32768))
         wall_last = time.monotonic()
         try:
             for k in range(1, chunks + 1):
                 env.run(until=self.duration_s * k / chunks)
+                self.recorder.flush_latencies()
                 if progress is not None and time.monotonic() - wall_last > 0.2:
                     wall_last = time.monotonic()
                     progress(env.now / self.duration_s)
