@@ -227,15 +227,17 @@ def read_timeseries(path: str | Path, start: datetime | None = None, bin_s=None)
         if not header or header[0] != "t_s":
             raise UsageError(f"{path}: not a timeseries.csv (its first column is not t_s)")
         rows = list(reader)
+    if any(len(row) != len(header) for row in rows):
+        raise UsageError(f"{path}: rows do not all have the {len(header)} columns of the header")
     columns: dict[str, np.ndarray] = {}
     for i, name in enumerate(header):
         if name == "time":
             continue
+        cells = np.array([row[i] for row in rows], dtype=object)
+        cells[cells == ""] = "nan"  # timeseries_csv writes NaN as an empty cell
         try:
-            columns[name] = np.array(
-                [float(row[i]) if row[i] != "" else math.nan for row in rows], dtype=float
-            )
-        except (ValueError, IndexError):
+            columns[name] = cells.astype(float)
+        except ValueError:
             raise UsageError(f"{path}: column {name!r} has a value that is not a number") from None
     t_s = columns["t_s"]
     if bin_s is None:

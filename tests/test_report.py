@@ -318,3 +318,15 @@ def test_compare_a_run_with_itself(runs, tmp_path):
     changes = [row.rsplit("|", 2)[-2].strip() for row in rows]
     assert changes and all(c in ("same", "") for c in changes), changes
     assert "Both runs have the same settings." in markdown
+
+
+def test_report_command_refuses_a_damaged_timeseries(runs, tmp_path):
+    """A timeseries.csv with a cut row is refused with exit 2 and a message naming the file."""
+    (tmp_path / "summary.json").write_bytes((runs["budget"] / "summary.json").read_bytes())
+    lines = (runs["budget"] / "timeseries.csv").read_text().splitlines()
+    lines[5] = ",".join(lines[5].split(",")[:4])
+    (tmp_path / "timeseries.csv").write_text("\n".join(lines) + "\n")
+    result = CliRunner().invoke(cli, ["report", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "timeseries.csv: rows do not all have the" in result.output
+    assert not (tmp_path / "report.html").exists()
