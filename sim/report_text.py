@@ -59,6 +59,8 @@ def seconds(value: Any) -> str:
     value = float(value)
     if value >= 2 * 86400 and value % 86400 == 0:
         return f"{value / 86400:.0f}d"
+    if value == 60:
+        return "1min"
     return format_duration(value)
 
 
@@ -88,7 +90,12 @@ def headline(summary: dict) -> dict[str, Any]:
     requests = summary["requests"]
     failed = failed_requests(summary)
     fresh = requests["fresh"] or 0
-    share = f"{failed / fresh:.1%} of {big_count(fresh)} fresh" if fresh else "no fresh requests"
+    if fresh:
+        part = failed / fresh
+        percent = "under 0.1%" if 0 < part < 0.001 else f"{part:.1%}"
+        share = f"{percent} of {big_count(fresh)} fresh"
+    else:
+        share = "no fresh requests"
     cards = []
     if outages:
         first = outages[0]
