@@ -271,7 +271,10 @@ def test_no_outage_headline(tmp_path):
     sim.write_report(result, tmp_path)
     html = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert '<section class="headline">' in html  # not marked as bad
-    assert "No outage: the SLO (≥ 99.0% of fresh requests succeed and p99 ≤ 60s" in html
+    assert (
+        "No outage: the SLO (≥ 99.0% of fresh requests succeed and p99 ≤ 1min, per 1min bin)"
+        in html
+    )
 
 
 def test_old_summary_without_report_keys_still_renders(runs, tmp_path):
