@@ -1,11 +1,14 @@
 """The DES engine judged by queueing theory, through the public API `sim.simulate`.
 
 Each statistical test runs independent replications (one seed each) and checks that the exact
-answer of `sim.theory` lies inside the 99% Student t interval of the replication means; it also
-checks the interval is narrow enough to have caught a real error. The cases are deliberately
-not the worked examples of the theory reference: the mechanism is tested, not the examples.
-Runs start empty; at these lengths (10^4 arrivals or more a replication, relaxation times of
-tens of seconds) the start-up bias is a fraction of a per cent, well inside the intervals.
+answer of `sim.theory` lies inside the 99.9% Student t interval of the replication means; it
+also checks the interval is narrow enough to have caught a real error. 99.9% rather than 99%
+because the file makes about sixty such comparisons: at 99% a mere change of the engine's
+random streams would fail one of them about half the time (at 99.9%, about one time in 16).
+The cases are deliberately not the worked examples of the theory reference: the mechanism is
+tested, not the examples. Runs start empty; at these lengths (10^4 arrivals or more a
+replication, relaxation times of tens of seconds) the start-up bias is a fraction of a per
+cent, well inside the intervals (800 replications of M/M/2 at ρ = 0.7: 0.4 ± 0.3%).
 """
 
 from __future__ import annotations
@@ -23,6 +26,15 @@ from sim.scenario import parse_scenario
 
 SEEDS = range(1, 21)
 ARRIVALS_PER_REP = 10_000
+CONFIDENCE = 0.999
+# Largest half-widths, relative to the exact answer, that a test accepts: about 1.3 times the
+# widest seen over six groups of seeds, so a test cannot pass by being too vague to fail.
+MEAN_REL, RATIO_REL, BLOCKING_REL, UTILIZATION_REL = 0.15, 0.05, 0.08, 0.02
+
+
+def assert_theory(values, exact: float, max_rel: float | None = None):
+    """The exact answer lies in the 99.9% interval of the replications (see the docstring)."""
+    return assert_within(values, exact, confidence=CONFIDENCE, max_rel=max_rel)
 
 
 def _waits(results, key: str) -> list[float]:
@@ -55,21 +67,23 @@ def test_mmc_wait_matches_erlang_c(rate_rps: float, mean_s: float, servers: int)
         rate_rps=rate_rps, servers=servers, mean_s=mean_s, duration_s=20_000 / rate_rps
     )
     results = replicate(text, SEEDS)
-    assert_within(_waits(results, "mean"), exact.wait_mean_s, max_rel=0.08)
-    assert_within(_waits(results, "p_wait"), exact.p_wait, max_rel=0.03)
-    assert_within([r.summary["queue"]["mean"] for r in results], exact.queue_mean, max_rel=0.1)
-    assert_within([r.summary["latency_s"]["mean"] for r in results], exact.response_mean_s)
-    assert_within([r.summary["utilization"] for r in results], exact.utilization, max_rel=0.02)
+    assert_theory(_waits(results, "mean"), exact.wait_mean_s, max_rel=MEAN_REL)
+    assert_theory(_waits(results, "p_wait"), exact.p_wait, max_rel=RATIO_REL)
+    assert_theory([r.summary["queue"]["mean"] for r in results], exact.queue_mean, MEAN_REL)
+    assert_theory(
+        [r.summary["latency_s"]["mean"] for r in results], exact.response_mean_s, MEAN_REL
+    )
+    assert_theory([r.summary["utilization"] for r in results], exact.utilization, UTILIZATION_REL)
 
 
 def test_lifo_keeps_the_mean_wait_of_fifo() -> None:
     """LIFO in M/M/c keeps Erlang C's mean wait and P(wait) but spreads waits wider (p99)."""
     rate_rps, servers = 2.4, 3
     exact = theory.mmc(rate_rps, 1.0, servers)
-    common = dict(rate_rps=rate_rps, servers=servers, duration_s=ARRIVALS_PER_REP / rate_rps)
+    common = dict(rate_rps=rate_rps, servers=servers, duration_s=2 * ARRIVALS_PER_REP / rate_rps)
     lifo = replicate(queue_text(discipline="lifo", **common), SEEDS)
-    assert_within(_waits(lifo, "mean"), exact.wait_mean_s, max_rel=0.1)
-    assert_within(_waits(lifo, "p_wait"), exact.p_wait, max_rel=0.03)
+    assert_theory(_waits(lifo, "mean"), exact.wait_mean_s, max_rel=MEAN_REL)
+    assert_theory(_waits(lifo, "p_wait"), exact.p_wait, max_rel=RATIO_REL)
     fifo = replicate(queue_text(discipline="fifo", **common), SEEDS[:10])
     lifo_p99 = np.mean([r.summary["latency_s"]["p99"] for r in lifo[:10]])
     fifo_p99 = np.mean([r.summary["latency_s"]["p99"] for r in fifo])
@@ -87,10 +101,10 @@ def test_loss_system_blocking_matches_erlang_b(servers: int, load: float) -> Non
     )
     results = replicate(text, SEEDS)
     blocking = theory.erlang_b(servers, load)
-    assert_within(_blocking(results), blocking, max_rel=0.05)
+    assert_theory(_blocking(results), blocking, max_rel=BLOCKING_REL)
     # Carried load A(1 − B) spread over c servers.
     carried = load * (1 - blocking) / servers
-    assert_within([r.summary["utilization"] for r in results], carried, max_rel=0.03)
+    assert_theory([r.summary["utilization"] for r in results], carried, UTILIZATION_REL)
     assert all(r.summary["wait_s"]["p_wait"] == 0 for r in results)
     assert all(r.summary["queue"]["max"] == 0 for r in results)
 
@@ -112,7 +126,7 @@ def test_finite_queue_blocking_matches_mmck(rate_rps: float, servers: int, queue
     exact = theory.mmck_blocking(rate_rps, 1.0, servers, servers + queue_limit)
     if servers == 1:
         assert exact == pytest.approx(theory.mm1k_blocking(rate_rps, 1.0, 1 + queue_limit))
-    assert_within(_blocking(results), exact, max_rel=0.06)
+    assert_theory(_blocking(results), exact, max_rel=BLOCKING_REL)
     for result in results:
         ts = result.timeseries
         assert ts["queue"].max() <= queue_limit
@@ -150,8 +164,8 @@ def test_mg1_wait_matches_pollaczek_khinchine(case: str) -> None:
     if "cv" in spec:
         assert exact == pytest.approx(theory.mg1_wait_from_cv(rate_rps, mean_s, spec["cv"]))
     results = replicate(text, SEEDS)
-    assert_within(_waits(results, "mean"), exact, max_rel=0.1)
-    assert_within(_waits(results, "p_wait"), rate_rps * mean_s, max_rel=0.02)
+    assert_theory(_waits(results, "mean"), exact, max_rel=MEAN_REL)
+    assert_theory(_waits(results, "p_wait"), rate_rps * mean_s, max_rel=RATIO_REL)
 
 
 # ------------------------------------------------------------------- overload from empty
@@ -169,9 +183,11 @@ def test_overload_mean_in_system_matches_transient(rate_rps, servers, duration_s
     in_system = np.array([r.timeseries["queue"] + r.timeseries["busy"] for r in results])
     ends = results[0].timeseries["t_s"] + bin_s
     checks = [len(ends) // 4 - 1, len(ends) // 2 - 1, len(ends) - 1]
-    for i in checks:  # Bonferroni: three looks share the 1% error
+    for i in checks:  # Bonferroni: three looks share the 0.1% error
         exact = theory.mmc_transient_mean_in_system(rate_rps, 1.0, servers, float(ends[i]))
-        assert_within(in_system[:, i], exact, confidence=1 - 0.01 / len(checks), max_rel=0.15)
+        assert_within(
+            in_system[:, i], exact, confidence=1 - (1 - CONFIDENCE) / len(checks), max_rel=0.2
+        )
     # Late in the run the queue grows at the fluid line's slope λ − cμ.
     first, last = checks[1], checks[2]
     span = float(ends[last] - ends[first])
@@ -179,7 +195,7 @@ def test_overload_mean_in_system_matches_transient(rate_rps, servers, duration_s
     exact_growth = theory.mmc_transient_mean_in_system(
         rate_rps, 1.0, servers, float(ends[last])
     ) - theory.mmc_transient_mean_in_system(rate_rps, 1.0, servers, float(ends[first]))
-    growth, half = mean_interval(in_system[:, last] - in_system[:, first])
+    growth, half = mean_interval(in_system[:, last] - in_system[:, first], CONFIDENCE)
     assert abs(exact_growth - line) < 0.1 * half  # the line is exact here, to the CI's scale
     assert abs(growth - line) <= half
     # Those not in service wait: busy is all servers once the queue has built up.
