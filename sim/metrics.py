@@ -180,9 +180,10 @@ class Recorder:
         """Mean, p50, p95, p99 and max time in system of all completed attempts."""
         self.flush_latencies()
         hist = self.hist + (self._bin_hist if self._bin_hist is not None else 0)
-        p50, p95, p99 = histogram_percentiles(hist, (0.5, 0.95, 0.99))
         mean = self.latency_sum / self.latency_count if self.latency_count else math.nan
         top = self.latency_max if self.latency_count else math.nan
+        # Interpolation inside the top bucket must not pass the largest value seen.
+        p50, p95, p99 = (min(p, top) for p in histogram_percentiles(hist, (0.5, 0.95, 0.99)))
         return {"mean": mean, "p50": p50, "p95": p95, "p99": p99, "max": top}
 
 

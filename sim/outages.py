@@ -74,7 +74,7 @@ def analyse_outages(scenario: Scenario, ts: Timeseries, events: list[dict]) -> d
     windows = outage_windows(breach, bin_s, scenario.slo.min_duration)
     outages = []
     for first, end in windows:
-        start_s, end_s = first * bin_s, min(end * bin_s, run_end)
+        start_s, end_s = float(first * bin_s), float(min(end * bin_s, run_end))
         fresh = ts["fresh"][first:end].sum()
         decided = ts["fresh_ok"][first:end].sum() + ts["fresh_failed"][first:end].sum()
         outages.append(
@@ -85,7 +85,7 @@ def analyse_outages(scenario: Scenario, ts: Timeseries, events: list[dict]) -> d
                 "end": _iso(ts, end_s),
                 "duration_s": end_s - start_s,
                 "peak_queue": float(ts["queue"][first:end].max()),
-                "ongoing": end >= n,
+                "ongoing": bool(end >= n),
                 "amplification": float(ts["attempts"][first:end].sum() / fresh) if fresh else None,
                 "success_ratio": float(ts["fresh_ok"][first:end].sum() / decided)
                 if decided
@@ -130,6 +130,15 @@ def metastability(scenario, ts: Timeseries, events: list[dict], outages: list[di
     drain_s = backlog / spare if spare > 0 else math.inf
     outlived_s = outage["end_s"] - last
     allowed_s = drain_s + scenario.slo.min_duration
+    if outage["ongoing"] and outlived_s <= allowed_s:
+        return {
+            "metastable": None,
+            "metastable_reason": (
+                f"the service was still down when the run ended, {format_duration(outlived_s)} "
+                f"after the last trigger ({_when(ts, last)}), but its backlog of {backlog:,.0f} "
+                f"needs {format_duration(drain_s)} to drain: too early to tell; run longer"
+            ),
+        }
     if outlived_s <= allowed_s:
         return {
             "metastable": False,

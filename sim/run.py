@@ -14,6 +14,7 @@ from sim import __version__
 from sim.errors import RunTooLargeError
 from sim.metrics import Recorder, Timeseries
 from sim.outages import analyse_outages
+from sim.parameters import scenario_parameters, scenario_slo
 from sim.scenario import Scenario
 from sim.units import format_duration
 from sim.workload import Demand
@@ -108,6 +109,10 @@ def build_summary(scenario, recorder, timeseries, engine, end_s: float, wall_s: 
         "scenario_sha256": scenario.sha256,
         "duration_s": end_s,
         "start": meta.start.isoformat() if meta.start else None,
+        "description": meta.description,
+        "bin_s": meta.bin,
+        "slo": scenario_slo(scenario),
+        "parameters": scenario_parameters(scenario),
         "requests": requests,
         "amplification": totals["attempts"] / totals["fresh"] if totals["fresh"] else math.nan,
         "success_ratio": totals["succeeded"] / totals["fresh"] if totals["fresh"] else math.nan,

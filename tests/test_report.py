@@ -211,7 +211,7 @@ def test_html_headline_tells_when_how_long_and_why_first(runs):
     onset = outage["start"][11:16] + " UTC"  # HH:MM of the ISO timestamp
     assert onset in headline
     assert "Lasted" in headline and "Peak queue" in headline and "Requests failed" in headline
-    verdict = "yes" if summary["metastable"] else "no"
+    verdict = {True: "yes", False: "no"}.get(summary["metastable"], "cannot tell")
     assert f"Metastable: {verdict}." in headline
     reason = summary["metastable_reason"]
     assert reason[1:40] in headline.replace("&#x27;", "'")
