@@ -49,7 +49,7 @@ def assert_within(values: Iterable[float], exact: float, *, confidence=0.99, max
     """
     mean, half = mean_interval(values, confidence)
     assert abs(mean - exact) <= half, (
-        f"exact {exact:.6g} outside {confidence:.0%} interval {mean:.6g} ± {half:.3g}"
+        f"exact {exact:.6g} outside {confidence:.1%} interval {mean:.6g} ± {half:.3g}"
     )
     if max_rel is not None:
         assert half <= max_rel * abs(exact), (

@@ -197,10 +197,14 @@ def test_check_prints_the_size_estimate(write_scenario) -> None:
 
 
 def test_schema_prints_json_schema() -> None:
-    """schema prints the JSON Schema of scenario files."""
+    """schema prints the JSON Schema of scenario files as strict JSON (no Infinity/NaN)."""
     result = _invoke("schema")
     assert result.exit_code == 0
-    schema = json.loads(result.stdout)
+
+    def not_json(token: str):
+        raise ValueError(f"{token} is not JSON")
+
+    schema = json.loads(result.stdout, parse_constant=not_json)
     assert schema["title"] == "outage-sim scenario"
     assert "service" in schema["properties"]
 
