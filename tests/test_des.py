@@ -205,6 +205,50 @@ def test_overload_mean_in_system_matches_transient(rate_rps, servers, duration_s
     assert np.all(busy[late] == servers)
 
 
+# ------------------------------------------------------------------------------- retries
+
+RETRY_TEXT = """\
+[scenario]
+name = "retries"
+duration = "1000s"
+bin = "100s"
+
+[arrivals]
+rate = 20
+
+[service]
+servers = 50
+time = { dist = "exponential", mean = "50ms" }
+error_rate = 0.3
+
+[client]
+retries = 2
+backoff = { base = "10ms", cap = "100ms", jitter = "full" }
+"""
+
+
+def test_retries_of_independent_failures_match_theory() -> None:
+    """Failing attempts (p = 0.3) with 2 retries: attempts/fresh = (1 − p³)/(1 − p), success
+    1 − p³, within 99.9% CIs; with p = 1 the server sees exactly 3× the fresh load."""
+    results = replicate(RETRY_TEXT, SEEDS[:10])
+    assert_theory(
+        [r.summary["amplification"] for r in results],
+        theory.retry_expected_attempts(0.3, 2),
+        max_rel=0.02,
+    )
+    assert_theory(
+        [r.summary["success_ratio"] for r in results],
+        theory.retry_success_probability(0.3, 2),
+        max_rel=0.01,
+    )
+    always = sim.simulate(parse_scenario(RETRY_TEXT, overrides={"service.error_rate": 1.0}))
+    requests = always.summary["requests"]
+    assert requests["succeeded"] == 0
+    # Only retries still waiting out their backoff at the very end are missing.
+    assert 3 * requests["fresh"] - requests["attempts"] <= 2 * 20 * 0.1 * 10
+    assert requests["rejected"] == requests["attempts"]
+
+
 # ------------------------------------------------------------------------ counting and scale
 
 
