@@ -55,7 +55,10 @@ TIMESERIES_COLUMNS = (
     "latency_p50",
     "latency_p95",
     "latency_p99",
+    # Beyond DESIGN.md's columns: the fate of the fresh requests that arrived in the bin.
     "success_ratio",
+    "fresh_ok",
+    "fresh_failed",
 )
 
 

@@ -8,7 +8,7 @@ healthy bins breach a 99% target. Without a client timeout nothing fails, so slo
 the latency target only. Breaches closer than `min_duration` are merged; merged breaches lasting
 `min_duration` or more are outages. A trigger is a surge or a fault that ends, or a stretch
 where fresh demand alone exceeds capacity. A run is metastable when an outage outlives the last
-trigger's end by more than the backlog would take to drain at the spare capacity then (plus
+trigger's end by more than the backlog would take to drain at the spare capacity after it (plus
 `min_duration` of slack): something else than the backlog (retries, wasted work) keeps it down.
 """
 
@@ -126,8 +126,7 @@ def metastability(scenario, ts: Timeseries, events: list[dict], outages: list[di
     outage = lasting[-1]
     i = min(int(last // ts.bin_s), len(ts) - 1)
     backlog = float(ts["queue"][max(i - 1, 0)])
-    spare = float(ts["capacity_rps"][i] - ts["demand_rps"][i])
-    drain_s = backlog / spare if spare > 0 else math.inf
+    drain_s = drain_time_s(ts, i, backlog)
     outlived_s = outage["end_s"] - last
     allowed_s = drain_s + scenario.slo.min_duration
     if outage["ongoing"] and outlived_s <= allowed_s:
@@ -167,6 +166,20 @@ def metastability(scenario, ts: Timeseries, events: list[dict], outages: list[di
             f"capacity: {cause}"
         ),
     }
+
+
+def drain_time_s(ts: Timeseries, first_bin: int, backlog: float) -> float:
+    """How long `backlog` takes to drain from bin `first_bin` on, at the spare capacity of each
+    bin (capacity minus fresh demand, as it changes: capacity added later counts), or inf
+    if the run ends first. Right at the end of an overload the spare capacity is near zero,
+    so a drain time from that instant alone would call every outage a backlog."""
+    spare = np.maximum(ts["capacity_rps"][first_bin:] - ts["demand_rps"][first_bin:], 0.0)
+    drained = np.cumsum(spare * ts.bin_s)
+    index = int(np.searchsorted(drained, backlog))
+    if index >= len(drained):
+        return math.inf
+    before = drained[index - 1] if index else 0.0
+    return (index + (backlog - before) / (spare[index] * ts.bin_s)) * ts.bin_s
 
 
 def _iso(ts: Timeseries, t_s: float) -> str | None:
