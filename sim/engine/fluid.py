@@ -420,6 +420,7 @@ class FluidEngine:
             from_back = self.lifo or (self.lifo_over is not None and self.queued > self.lifo_over)
             i = self._front(from_back)
             if i < self.head or i >= self.tail:
+                self.queued = 0.0  # every cohort is served: what is left is rounding
                 break
             mass = float(self.total[i])
             gone = i < self.live
