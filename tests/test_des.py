@@ -228,8 +228,8 @@ backoff = { base = "10ms", cap = "100ms", jitter = "full" }
 
 
 def test_retries_of_independent_failures_match_theory() -> None:
-    """Failing attempts (p = 0.3) with 2 retries: attempts/fresh = (1 − p³)/(1 − p), success
-    1 − p³, within 99.9% CIs; with p = 1 the server sees exactly 3× the fresh load."""
+    """Attempts fail with p = 0.3, 2 retries: amplification and success match the formulas."""
+    # attempts/fresh = (1 − p³)/(1 − p), success 1 − p³; with p = 1 exactly 3× the fresh load.
     results = replicate(RETRY_TEXT, SEEDS[:10])
     assert_theory(
         [r.summary["amplification"] for r in results],

@@ -408,8 +408,7 @@ def _schema_allows(schema: dict, data: dict, path: str = "") -> list[str]:
 
 
 def test_schema_describes_every_section_and_forbids_extras() -> None:
-    """The schema lists the sections of DESIGN.md, requires scenario and service, allows no
-    unknown keys at any level."""
+    """The schema lists DESIGN.md's sections, requires scenario and service, forbids extras."""
     schema = json_schema()
     assert schema["title"] == "outage-sim scenario"
     assert set(schema["required"]) == {"scenario", "service"}
