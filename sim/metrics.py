@@ -167,7 +167,10 @@ class Recorder:
         busy_area = np.asarray(self.busy_area[:n])
         server_area = np.asarray(self.server_area[:n])
         with np.errstate(divide="ignore", invalid="ignore"):
-            cols["utilization"] = np.where(server_area > 0, busy_area / server_area, 1.0)
+            # Work still in service after capacity is cut keeps its server: at most 100%.
+            cols["utilization"] = np.where(
+                server_area > 0, np.minimum(busy_area / server_area, 1.0), 1.0
+            )
         cols["queue_mean"] = np.asarray(self.queue_area[:n]) / bin_s * scale
         cols["demand_rps"] = np.asarray(demand_rps[:n], dtype=float)
         cols["offered_rps"] = cols["attempts"] / bin_s

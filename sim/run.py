@@ -118,7 +118,7 @@ def build_summary(scenario, recorder, timeseries, engine, end_s: float, wall_s: 
         "success_ratio": totals["succeeded"] / totals["fresh"] if totals["fresh"] else math.nan,
         "latency_s": recorder.latency_summary(),
         "wait_s": wait,
-        "utilization": busy_area / server_area if server_area > 0 else math.nan,
+        "utilization": min(busy_area / server_area, 1.0) if server_area > 0 else math.nan,
         "queue": queue,
     }
     summary.update(analyse_outages(scenario, timeseries, recorder.events))

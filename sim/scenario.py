@@ -38,7 +38,11 @@ MAX_BINS = 1_000_000
 
 _DURATION_SCHEMA = {
     "anyOf": [
-        {"type": "string", "pattern": r"^\s*[0-9._]+\s*(us|ms|s|sec|min|m|h|hr|d|day|days|w)?\s*$"},
+        {
+            "type": "string",
+            "pattern": r"^\s*[0-9._]+([eE][+-]?[0-9]+)?\s*"
+            r"(us|ms|s|sec|min|m|h|hr|d|day|days|w)?\s*$",
+        },
         {"type": "number", "minimum": 0},
     ]
 }
@@ -321,15 +325,12 @@ class Scenario(_Section):
     _path: Path | None = PrivateAttr(default=None)
     _raw: dict = PrivateAttr(default_factory=dict)
 
-    @model_validator(mode="after")
-    def _demand(self) -> Scenario:
-        if (
-            self.arrivals.rate == 0
-            and self.population is None
-            and not any(s.rate for s in self.arrivals.surge)
-        ):
-            raise ValueError("no demand: set arrivals.rate or a [population]")
-        return self
+    @property
+    def has_demand(self) -> bool:
+        """Whether anything ever arrives (a rate, a surge with a rate, or a population)."""
+        return bool(
+            self.arrivals.rate or self.population or any(s.rate for s in self.arrivals.surge)
+        )
 
     @property
     def path(self) -> Path | None:
@@ -361,7 +362,7 @@ def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> 
     """Read, override and validate a scenario file; raise ScenarioError on any problem."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not TOML
     except FileNotFoundError:
         raise ScenarioError("no such scenario file", file=path) from None
     except IsADirectoryError:
@@ -410,6 +411,14 @@ def validate_scenario(
         # An unknown key often explains a missing one (a typo): report it first.
         first = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
         raise _located(_message(first), first["loc"], file, text, overridden) from None
+    if not scenario.has_demand:
+        raise _located(
+            "no demand: set a rate above 0 or add a [population]",
+            ("arrivals", "rate"),
+            file,
+            text,
+            overridden,
+        )
     scenario._path = Path(file) if file != "<scenario>" else None
     scenario._raw = raw
     if scenario.population and scenario.population.downloads_csv:

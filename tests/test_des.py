@@ -315,11 +315,6 @@ def test_capacity_changes_and_faults_set_the_servers() -> None:
     assert result.timeseries["capacity_rps"][11] == pytest.approx(2.0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: when capacity drops while servers are busy, the work still in service counts "
-    "in busy_area but not in server_area, so the bin's utilization exceeds 1 (1.039 here)",
-)
 def test_utilization_never_exceeds_one_when_capacity_drops() -> None:
     """Per-bin utilisation stays within [0, 1] through a fault that removes busy servers."""
     result = sim.simulate(parse_scenario(CONTROLS_TEXT))

@@ -451,11 +451,6 @@ def test_scenario_model_validates_a_plain_dict() -> None:
     assert scenario.service.servers == 10
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the schema's duration pattern [0-9._]+ rejects exponents and signs that "
-    "parse_duration accepts (an editor flags '1e-3s' in a valid file)",
-)
 @pytest.mark.parametrize("text", ["1e-3s", "2.5e3ms"])
 def test_schema_duration_pattern_accepts_exponents(text: str) -> None:
     """Durations the parser accepts with an exponent also match the schema's pattern."""
@@ -464,11 +459,6 @@ def test_schema_duration_pattern_accepts_exponents(text: str) -> None:
     assert re.match(pattern["pattern"], text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a scenario without demand (arrivals.rate = 0, no population) is reported "
-    "with no key and no line",
-)
 def test_no_demand_names_arrivals_rate_and_its_line() -> None:
     """A scenario with no demand points at arrivals.rate, where the fix goes."""
     text = MINIMAL.replace('rate = "9/s"', "rate = 0")
@@ -477,11 +467,6 @@ def test_no_demand_names_arrivals_rate_and_its_line() -> None:
     assert error.line == _line_of(text, "rate = 0")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: load_scenario reads utf-8, not utf-8-sig: a file saved with a byte-order "
-    "mark fails with 'not valid TOML: Invalid statement' at line 1",
-)
 def test_byte_order_mark_is_accepted(tmp_path: Path) -> None:
     """A scenario saved with a UTF-8 byte-order mark (some Windows editors) loads."""
     path = tmp_path / "bom.toml"
