@@ -94,7 +94,11 @@ SET_HELP = "Override a scenario key, e.g. --set service.servers=12 (repeatable; 
     help="Output folder [default: reports/<name>/].",
 )
 @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
-@click.option("--seed", type=click.IntRange(min=0), help="Random seed (overrides scenario.seed).")
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0, max=2**63 - 1),
+    help="Random seed (overrides scenario.seed).",
+)
 @click.option(
     "--engine", type=click.Choice(["des", "fluid"]), help="Engine (overrides scenario.engine)."
 )
