@@ -214,6 +214,24 @@ def test_engine_fills_a_recorder_like_the_des() -> None:
     assert sum(recorder.fresh) == pytest.approx(90 * 600)
 
 
+def test_interrupt_keeps_what_was_simulated() -> None:
+    """Ctrl-C during a run marks it interrupted, returns the time reached and closes its bin."""
+
+    class Interrupted(FluidEngine):
+        def _run_bin(self, b: int) -> None:
+            if b == 4:
+                raise KeyboardInterrupt
+            super()._run_bin(b)
+
+    scenario = parse_scenario(_pool("90/s", 100, "10min", "1min"))
+    recorder = Recorder(10, 60.0, 1.0)
+    engine = Interrupted(scenario, Demand(scenario), recorder)
+    assert engine.run() == 240.0
+    assert engine.interrupted
+    assert recorder.closed_bins == 5
+    assert sum(recorder.fresh) == pytest.approx(90 * 240)
+
+
 # ----------------------------------------------------------------- agreement with the DES
 
 

@@ -20,7 +20,8 @@ successes one mean service time later. Controls reuse the DES's decision rules: 
 Approximations, by design: below capacity nothing waits (no Erlang C queueing delay: latency
 is the service time alone); a finite queue rejects only the mass above its limit, so a loss
 system (`queue_limit = 0`) blocks only the excess of load over capacity, not Erlang B's share;
-backoff delays are their means; throttling and the retry budget act on expected counts.
+backoff delays are their means; throttling and the retry budget act on expected counts; a
+request's fate is counted in the bin of the mean fresh-arrival time of its try class.
 
 Servers are rounded to whole simulated servers at `scale` as in the DES, and every count goes
 into the Recorder in simulated units (real / scale), so both engines' outputs compare directly.
