@@ -184,7 +184,7 @@ def _fault(engine, fault: Fault, active: list[Fault]):
     yield env.timeout(fault.at)
     active.append(fault)
     engine.set_fault(*combine_faults(active))
-    engine.recorder.add_event(env.now, "fault", _fault_label(fault))
+    engine.recorder.add_event(env.now, "fault", fault_label(fault))
     yield env.timeout(fault.duration)
     active.remove(fault)
     engine.set_fault(*combine_faults(active))
@@ -192,7 +192,7 @@ def _fault(engine, fault: Fault, active: list[Fault]):
     engine.controls_steps += 2
 
 
-def _fault_label(fault: Fault) -> str:
+def fault_label(fault: Fault) -> str:
     parts = []
     if fault.capacity_factor < 1:
         parts.append(f"{fault.capacity_factor:.0%} capacity")

@@ -116,7 +116,7 @@ class DesEngine:
         self.servers, self.busy, self.queue = self.planned, 0, deque()
         self.take = self.queue.pop if service.discipline == "lifo" else self.queue.popleft
         self.queue_limit = service.queue_limit / self.scale if service.queue_limit > 0 else 0
-        self.lifo_over = service.lifo_over
+        self.lifo_over = service.lifo_over / self.scale if service.lifo_over is not None else None
         self.drop_expired = service.drop_expired
         self.sojourn_limit = service.sojourn_limit
         self.slowdown, self.fault_factor = 1.0, 1.0

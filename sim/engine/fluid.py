@@ -44,8 +44,8 @@ import numpy as np
 from sim.engine.controls import (
     Autoscaler,
     DailyPlanner,
-    _fault_label,
     combine_faults,
+    fault_label,
     planned_changes,
 )
 from sim.engine.des import RETRY_BUDGET_BURST, THROTTLE_SLOTS, service_time_draw
@@ -226,7 +226,7 @@ class FluidEngine:
             elif action == "fault":
                 self.active_faults.append(argument)
                 self.set_fault(*combine_faults(self.active_faults))
-                recorder.add_event(t_s, "fault", _fault_label(argument))
+                recorder.add_event(t_s, "fault", fault_label(argument))
             elif action == "fault_end":
                 self.active_faults.remove(argument)
                 self.set_fault(*combine_faults(self.active_faults))
