@@ -35,6 +35,9 @@ from sim.errors import ScenarioError
 from sim.units import parse_duration, parse_rate, parse_time_of_day, parse_timestamp
 
 MAX_BINS = 1_000_000
+MAX_DURATION_S = 1000 * 86400.0  # the demand grid holds a cell a minute: keep it in memory
+MAX_RATE_RPS = 1e12  # beyond any service, and still finite once multiplied out
+MAX_CONTROL_STEPS = 1_000_000  # autoscaler decisions in a run, as MAX_BINS bounds the bins
 
 _DURATION_SCHEMA = {
     "anyOf": [
@@ -64,6 +67,13 @@ def _time_point(value: object, info: ValidationInfo) -> float:
     return parse_duration(value)
 
 
+def _rate(value: object) -> float:
+    rate = parse_rate(value)
+    if rate > MAX_RATE_RPS:
+        raise ValueError(f"a rate above {MAX_RATE_RPS:g}/s is beyond any service; got {value!r}")
+    return rate
+
+
 def _queue_limit(value: object) -> float:
     if value in ("inf", "infinite", "unbounded", math.inf):
         return math.inf
@@ -75,13 +85,26 @@ def _queue_limit(value: object) -> float:
 
 
 def _finite_float(value: object) -> object:
-    if isinstance(value, float) and not math.isfinite(value):
+    number = value
+    if isinstance(value, str):
+        try:
+            number = float(value.replace("_", ""))
+        except ValueError:
+            return value  # pydantic says that it is not a number
+    if isinstance(number, float) and not math.isfinite(number):
         raise ValueError(f"expected a finite number, got {value!r}")
     return value
 
 
+def _counts_as_number(annotation: Any) -> bool:
+    """Whether a field's type is a number (int or float), possibly optional."""
+    if annotation in (int, float):
+        return True
+    return any(_counts_as_number(arg) for arg in getattr(annotation, "__args__", ()))
+
+
 Duration = Annotated[float, BeforeValidator(parse_duration), WithJsonSchema(_DURATION_SCHEMA)]
-Rate = Annotated[float, BeforeValidator(parse_rate), WithJsonSchema(_RATE_SCHEMA)]
+Rate = Annotated[float, BeforeValidator(_rate), WithJsonSchema(_RATE_SCHEMA)]
 TimePoint = Annotated[
     float,
     BeforeValidator(_time_point),
@@ -104,6 +127,16 @@ Fraction = Annotated[float, BeforeValidator(_finite_float), Field(ge=0, le=1)]
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_flag_for_a_number(cls, value: object, info: ValidationInfo) -> object:
+        # pydantic's lax mode reads true as 1; in a scenario file that is always a mistake.
+        if isinstance(value, bool):
+            annotation = cls.model_fields[info.field_name].annotation
+            if annotation is not bool and _counts_as_number(annotation):
+                raise ValueError(f"expected a number, got {str(value).lower()}")
+        return value
+
 
 class ScenarioMeta(_Section):
     """[scenario]: naming, time frame, randomness and resolution of a run."""
@@ -115,13 +148,22 @@ class ScenarioMeta(_Section):
     duration: Duration = Field(gt=0)
     seed: int = Field(default=1, ge=0, lt=2**63)
     bin: Duration = Field(default=60.0, gt=0)
-    scale: Number = Field(default=1.0, gt=0, le=1e9)
+    scale: Number = Field(default=1.0, ge=1e-6, le=1e9)
     engine: Literal["des", "fluid"] = "des"
 
     @field_validator("start", mode="before")
     @classmethod
     def _utc(cls, value: object) -> object:
         return None if value is None else parse_timestamp(value)
+
+    @field_validator("duration")
+    @classmethod
+    def _not_too_long(cls, duration: float) -> float:
+        if duration > MAX_DURATION_S:
+            raise ValueError(
+                f"a run lasts at most {MAX_DURATION_S / 86400:.0f}d; got {duration / 86400:.6g}d"
+            )
+        return duration
 
     @model_validator(mode="after")
     def _check(self) -> ScenarioMeta:
@@ -187,7 +229,7 @@ class ServiceTime(_Section):
 
     dist: Literal["exponential", "deterministic", "lognormal", "gamma", "empirical"] = "exponential"
     mean: Duration | None = Field(default=None, gt=0)
-    cv: Number | None = Field(default=None, gt=0, le=100)
+    cv: Number | None = Field(default=None, ge=1e-6, le=100)
     samples: list[Duration] | None = Field(default=None, min_length=1, max_length=1_000_000)
 
     @model_validator(mode="after")
@@ -255,7 +297,8 @@ class Autoscale(_Section):
     """Reactive scaling on utilisation or queue, with provisioning delay and cooldown."""
 
     metric: Literal["utilization", "queue"] = "utilization"
-    target: Number = Field(default=0.7, gt=0)
+    target: Number = Field(default=0.7, gt=0, le=1e9)
+
     interval: Duration = Field(default=60.0, gt=0)
     delay: Duration = 300.0
     cooldown: Duration = 300.0
@@ -380,7 +423,8 @@ def parse_scenario(
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         match = re.search(r"\(at line (\d+), column \d+\)", str(err))
-        line = int(match.group(1)) if match else None
+        # "at end of document": the parser gave up on the last line (an unclosed string...)
+        line = int(match.group(1)) if match else max(1, len(text.splitlines()))
         message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(err))
         raise ScenarioError(f"not valid TOML: {message}", file=file, line=line) from None
     overridden = set()
@@ -422,12 +466,44 @@ def validate_scenario(
     scenario._path = Path(file) if file != "<scenario>" else None
     scenario._raw = raw
     if scenario.population and scenario.population.downloads_csv:
-        csv_path = scenario.resolve_path(scenario.population.downloads_csv)
-        if not csv_path.is_file():
+        try:
+            csv_path = scenario.resolve_path(scenario.population.downloads_csv)
+            found = csv_path.is_file()
+        except (OSError, ValueError) as err:  # a NUL byte, a name too long for the system
+            raise _located(
+                f"not a usable path: {err}", ("population", "downloads_csv"), file, text, overridden
+            ) from None
+        if not found:
             raise _located(
                 f"no such file: {csv_path}", ("population", "downloads_csv"), file, text, overridden
             )
+    _check_across_keys(scenario, file, text, overridden)
     return scenario
+
+
+def _check_across_keys(scenario: Scenario, file: str | Path, text: str, overridden: set[str]):
+    """Checks that involve keys of several tables, each blaming the key to change."""
+    autoscale = scenario.capacity.autoscale
+    if autoscale is not None:
+        steps = scenario.scenario.duration / autoscale.interval
+        if steps > MAX_CONTROL_STEPS:
+            raise _located(
+                f"an autoscaler deciding every {autoscale.interval:g} s decides {steps:.3g} times"
+                f" in the run, more than {MAX_CONTROL_STEPS:,}; use a longer interval",
+                ("capacity", "autoscale", "interval"),
+                file,
+                text,
+                overridden,
+            )
+    population = scenario.population
+    if population and population.downloads_csv and scenario.scenario.start is None:
+        raise _located(
+            "downloads_csv needs scenario.start to place its dates",
+            ("population", "downloads_csv"),
+            file,
+            text,
+            overridden,
+        )
 
 
 def parse_override(assignment: str) -> tuple[str, Any]:
@@ -486,8 +562,14 @@ def _message(error: dict) -> str:
         if close:
             message += f" (did you mean {close[0]!r}?)"
     if "input" in error and kind not in ("value_error", "model_type", "dict_type"):
-        message += f"; got {error['input']!r}"
+        message += f"; got {_short_repr(error['input'])}"
     return message
+
+
+def _short_repr(value: object, limit: int = 80) -> str:
+    """repr(value), cut to `limit` characters (a long list should not flood the message)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 4]} ..."
 
 
 def _did_you_mean(loc: tuple) -> str:
@@ -526,7 +608,8 @@ def _located(
     for override in overridden:
         if key == override or key.startswith(override + ".") or override.startswith(key + "."):
             return ScenarioError(message, file="--set", key=key)
-    return ScenarioError(message, file=file, key=key, line=locate_key(text, loc))
+    # A key that is nowhere in the text (a missing table) is blamed on the file's first line.
+    return ScenarioError(message, file=file, key=key, line=locate_key(text, loc) or 1)
 
 
 _TABLE_RE = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
