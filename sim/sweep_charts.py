@@ -1,9 +1,10 @@
-"""The chart of a sweep (sweep.png): what each setting costs in outage minutes.
+"""The chart of a sweep (sweep.png): what each setting costs in outage time.
 
-One swept parameter: mean outage minutes per run with its 95% confidence band and every run
-as a dot, above the share of runs with an outage, with the least value that had no outage in
-any run marked. Two parameters: a heatmap of mean outage minutes, each cell labelled with
-the minutes and the share of runs with an outage. Drawn from the aggregate table alone.
+One swept parameter: mean outage time per run with its 95% confidence band and every run as
+a dot, above the share of runs with an outage, with the least value that had no outage in any
+run marked. Two parameters: a heatmap of mean outage time, each cell labelled with the time
+and the share of runs with an outage. Minutes, or hours for outages over five hours. Drawn
+from the aggregate table and the runs alone.
 """
 
 from __future__ import annotations
@@ -49,28 +50,45 @@ def _positions(values: list) -> tuple[np.ndarray, list[str] | None]:
     return np.arange(len(values), dtype=float), [str(v) for v in values]
 
 
-def _minutes(values) -> np.ndarray:
-    return np.asarray([math.nan if v is None else v / 60 for v in values], dtype=float)
+def _duration_unit(seconds) -> tuple[float, str]:
+    """Minutes for outages up to five hours, hours above: numbers a reader takes in at once."""
+    finite = [v for v in seconds if v is not None and math.isfinite(v)]
+    return (3600.0, "hours") if finite and max(finite) > 5 * 3600 else (60.0, "minutes")
+
+
+def _scaled(values, unit_s: float) -> np.ndarray:
+    return np.asarray([math.nan if v is None else v / unit_s for v in values], dtype=float)
+
+
+def _tick(value: float) -> str:
+    return f"{value:,.0f}" if value == int(value) else f"{value:g}"
+
+
+def _label(value) -> str:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return _tick(value)
+    return str(value)
 
 
 def line_figure(table: list[dict], rows: list[dict], param: str, title: str = ""):
-    """Outage minutes (mean, 95% CI band, runs) and share of runs with an outage vs `param`."""
+    """Outage time (mean, 95% CI band, runs) and share of runs with an outage vs `param`."""
     values = [entry[param] for entry in table]
     x, labels = _positions(values)
     where = {repr(v): xi for v, xi in zip(values, x, strict=True)}
-    mean = _minutes(e["outage_total_s_mean"] for e in table)
-    low = np.maximum(_minutes(e["outage_total_s_ci_low"] for e in table), 0)
-    high = _minutes(e["outage_total_s_ci_high"] for e in table)
+    ok = [r for r in rows if not r["error"]]
+    unit_s, unit = _duration_unit([r["outage_total_s"] for r in ok])
+    mean = _scaled((e["outage_total_s_mean"] for e in table), unit_s)
+    low = np.maximum(_scaled((e["outage_total_s_ci_low"] for e in table), unit_s), 0)
+    high = _scaled((e["outage_total_s_ci_high"] for e in table), unit_s)
     share = np.asarray([e["outage_share"] for e in table], dtype=float) * 100
     runs = max((e["runs"] for e in table), default=0)
 
     fig, (top, bottom) = plt.subplots(
         2, 1, figsize=(WIDTH_IN, 7.5), dpi=DPI, sharex=True, height_ratios=(2.2, 1)
     )
-    ok = [r for r in rows if not r["error"]]
     top.scatter(
         [where[repr(r[param])] for r in ok],
-        _minutes(r["outage_total_s"] for r in ok),
+        _scaled((r["outage_total_s"] for r in ok), unit_s),
         s=12,
         color="#555555",
         alpha=0.35,
@@ -80,7 +98,7 @@ def line_figure(table: list[dict], rows: list[dict], param: str, title: str = ""
     )
     top.fill_between(x, low, high, color=OUTAGE_COLOUR, alpha=0.18, lw=0, label="95% CI of mean")
     top.plot(x, mean, color=OUTAGE_COLOUR, lw=2, marker="o", label="mean outage per run", zorder=3)
-    top.set_ylabel("outage minutes per run")
+    top.set_ylabel(f"outage {unit} per run")
     top.set_ylim(bottom=0)
     top.grid(alpha=0.3)
     bottom.bar(x, share, width=_bar_width(x), color=OUTAGE_COLOUR, alpha=0.6)
@@ -91,7 +109,7 @@ def line_figure(table: list[dict], rows: list[dict], param: str, title: str = ""
     if labels is not None:
         bottom.set_xticks(x, labels)
     elif len(x) <= 25:
-        bottom.set_xticks(x, [f"{v:g}" for v in x])
+        bottom.set_xticks(x, [_tick(v) for v in x])
     safe = _first_safe(table)
     if safe is not None:
         xs = x[safe]
@@ -107,10 +125,10 @@ def line_figure(table: list[dict], rows: list[dict], param: str, title: str = ""
             color=SAFE_COLOUR,
             fontsize=10,
         )
-    top.legend(loc="upper right", framealpha=0.9)
+    top.legend(loc="best", framealpha=0.9)
     top.set_title(
-        f"{title + ': ' if title else ''}outage minutes by {param} ({runs} runs per value, "
-        "common random numbers)",
+        (f"{title}\n" if title else "")
+        + f"outage {unit} by {param} ({runs} runs per value, common random numbers)",
         loc="left",
     )
     fig.tight_layout()
@@ -134,25 +152,27 @@ def _first_safe(table: list[dict]) -> int | None:
 
 
 def heatmap_figure(table: list[dict], params: list[str], title: str = ""):
-    """Mean outage minutes over two parameters; cells labelled with minutes and outage share."""
+    """Mean outage time over two parameters; cells labelled with it and the outage share."""
     across, down = params
     xs, x_labels = _levels(table, across)
     ys, y_labels = _levels(table, down)
-    minutes = np.full((len(ys), len(xs)), np.nan)
+    unit_s, unit = _duration_unit([e["outage_total_s_mean"] for e in table])
+    outage = np.full((len(ys), len(xs)), np.nan)
     shares = np.full((len(ys), len(xs)), np.nan)
     for entry in table:
         i, j = ys.index(repr(entry[down])), xs.index(repr(entry[across]))
-        minutes[i, j] = entry["outage_total_s_mean"] / 60
+        outage[i, j] = entry["outage_total_s_mean"] / unit_s
         shares[i, j] = entry["outage_share"]
     fig, ax = plt.subplots(figsize=(WIDTH_IN, 1.2 + 0.7 * len(ys) + 2), dpi=DPI)
-    image = ax.imshow(minutes, cmap="Reds", aspect="auto", origin="lower", vmin=0)
-    peak = np.nanmax(minutes) if np.any(np.isfinite(minutes)) else 0
-    for (i, j), value in np.ndenumerate(minutes):
+    image = ax.imshow(outage, cmap="Reds", aspect="auto", origin="lower", vmin=0)
+    peak = np.nanmax(outage) if np.any(np.isfinite(outage)) else 0
+    short = {"minutes": "min", "hours": "h"}[unit]
+    for (i, j), value in np.ndenumerate(outage):
         if math.isfinite(value):
             ax.text(
                 j,
                 i,
-                f"{value:.1f} min\n{shares[i, j]:.0%} of runs",
+                f"{value:.1f} {short}\n{shares[i, j]:.0%} of runs",
                 ha="center",
                 va="center",
                 fontsize=8,
@@ -162,9 +182,10 @@ def heatmap_figure(table: list[dict], params: list[str], title: str = ""):
     ax.set_yticks(range(len(ys)), y_labels)
     ax.set_xlabel(across)
     ax.set_ylabel(down)
-    fig.colorbar(image, ax=ax, label="mean outage minutes per run")
+    fig.colorbar(image, ax=ax, label=f"mean outage {unit} per run")
     ax.set_title(
-        f"{title + ': ' if title else ''}outage minutes by {across} and {down}", loc="left"
+        (f"{title}\n" if title else "") + f"mean outage {unit} per run by {across} and {down}",
+        loc="left",
     )
     fig.tight_layout()
     return fig
@@ -172,5 +193,5 @@ def heatmap_figure(table: list[dict], params: list[str], title: str = ""):
 
 def _levels(table: list[dict], param: str) -> tuple[list[str], list[str]]:
     """The distinct values of `param` in table order: keys (repr) and tick labels."""
-    levels = {repr(entry[param]): str(entry[param]) for entry in table}
+    levels = {repr(entry[param]): _label(entry[param]) for entry in table}
     return list(levels), list(levels.values())
