@@ -18,7 +18,7 @@ from datetime import timedelta
 import numpy as np
 
 from sim.errors import ScenarioError
-from sim.scenario import Scenario, Surge
+from sim.scenario import MAX_RATE_RPS, Scenario, Surge
 from sim.units import parse_timestamp
 
 DAY_S = 86400.0
@@ -69,34 +69,23 @@ def read_downloads_csv(scenario: Scenario) -> tuple[np.ndarray, np.ndarray]:
             key="population.downloads_csv",
         )
     times, rates = [], []
+    line = 1
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
+        # utf-8-sig: a spreadsheet's byte-order mark would otherwise hide the `date` column.
+        with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             missing = {"date", "downloads"} - set(reader.fieldnames or ())
             if missing:
                 raise ScenarioError(
-                    f"the CSV has no column {', '.join(sorted(missing))!s}", file=path, line=1
+                    f"the CSV has no column {', '.join(sorted(missing))!s}"
+                    " (its first line names the columns: date,downloads)",
+                    file=path,
+                    key="population.downloads_csv",
+                    line=1,
                 )
             for row in reader:
                 line = reader.line_num
-                try:
-                    day = parse_timestamp(row["date"].strip())
-                    downloads = float(row["downloads"])
-                except (ValueError, AttributeError):
-                    raise ScenarioError(
-                        f"bad row: date {row.get('date')!r}, downloads {row.get('downloads')!r}",
-                        file=path,
-                        key="downloads",
-                        line=line,
-                    ) from None
-                if not math.isfinite(downloads) or downloads < 0:
-                    raise ScenarioError(
-                        f"downloads must be a finite number >= 0, got {row['downloads']!r}",
-                        file=path,
-                        key="downloads",
-                        line=line,
-                    )
-                offset = (day + timedelta(hours=12) - start).total_seconds()
+                offset, downloads = _csv_row(row, start, path, line)
                 if times and offset <= times[-1]:
                     raise ScenarioError(
                         "dates must increase from row to row", file=path, key="date", line=line
@@ -104,10 +93,54 @@ def read_downloads_csv(scenario: Scenario) -> tuple[np.ndarray, np.ndarray]:
                 times.append(offset)
                 rates.append(downloads / DAY_S)
     except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise ScenarioError(f"cannot read the CSV: {err}", file=path) from None
+        raise ScenarioError(
+            f"cannot read the CSV: {err}", file=path, key="population.downloads_csv", line=line
+        ) from None
     if not times:
-        raise ScenarioError("the CSV has no rows", file=path, line=1)
+        raise ScenarioError(
+            "the CSV has no rows", file=path, key="population.downloads_csv", line=max(line, 1)
+        )
     return np.asarray(times), np.asarray(rates)
+
+
+def _csv_row(row: dict, start, path, line: int) -> tuple[float, float]:
+    """(offset_s of the day's noon, downloads) of one CSV row, or a ScenarioError at its line."""
+    date, downloads_text = row.get("date"), row.get("downloads")
+    if date is None or downloads_text is None:
+        raise ScenarioError(
+            "bad row: fewer cells than the header (date,downloads)",
+            file=path,
+            key="downloads" if date is not None else "date",
+            line=line,
+        )
+    try:
+        day = parse_timestamp(date.strip())
+        offset = (day + timedelta(hours=12) - start).total_seconds()
+    except (ValueError, OverflowError):
+        raise ScenarioError(
+            f"bad row: expected a date like 2021-01-15, got {date!r}",
+            file=path,
+            key="date",
+            line=line,
+        ) from None
+    try:
+        downloads = float(downloads_text)
+    except ValueError:
+        raise ScenarioError(
+            f"bad row: expected a number of downloads, got {downloads_text!r}",
+            file=path,
+            key="downloads",
+            line=line,
+        ) from None
+    if not math.isfinite(downloads) or not 0 <= downloads <= MAX_RATE_RPS * DAY_S:
+        raise ScenarioError(
+            f"downloads must be a finite number >= 0 (and at most {MAX_RATE_RPS * DAY_S:g}),"
+            f" got {downloads_text!r}",
+            file=path,
+            key="downloads",
+            line=line,
+        )
+    return offset, downloads
 
 
 class Demand:
