@@ -7,14 +7,16 @@ Exit status: 0 ran; 2 bad scenario or arguments (one message, no traceback); 1 a
 from __future__ import annotations
 
 import json
+import math
 import sys
 import traceback
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 
 from sim import __version__
-from sim.errors import OutageSimError, ScenarioError
+from sim.errors import OutageSimError, RunTooLargeError, ScenarioError
 
 EXIT_INTERRUPTED = 130
 
@@ -122,14 +124,16 @@ def run(file, out_dir, assignments, seed, engine, force, no_charts, quiet, debug
         from sim.run import check_size, simulate
 
         scenario = _load(file, assignments, seed, engine)
-        check_size(scenario, force=force)
+        check_size(scenario, _demand(file, scenario), force=force)
         out = Path(out_dir) if out_dir else Path("reports") / scenario.scenario.name
+        started_at = datetime.now(UTC)
         if reps > 1:
             from sim.sweep import describe_replications, replicate, write_bands
 
             result = replicate(scenario, reps, progress=False if quiet else None)
         else:
             result = simulate(scenario, progress=_progress_bar(quiet), force=True)
+        result.extra.setdefault("started_at", started_at)
         write_report(result, out, charts=not no_charts)
         if reps > 1:
             write_bands(result, out)
@@ -141,6 +145,25 @@ def run(file, out_dir, assignments, seed, engine, force, no_charts, quiet, debug
         if summary.get("interrupted"):
             click.echo("outage-sim: interrupted; wrote what was simulated so far", err=True)
             sys.exit(EXIT_INTERRUPTED)
+
+
+def _demand(file: str, scenario):
+    """The scenario's Demand; refused (exit 2) even with --force when it overflows, as its
+    size cannot be estimated and a run could never end."""
+    import numpy as np
+
+    from sim.run import estimate_requests
+    from sim.workload import Demand
+
+    with np.errstate(over="ignore", invalid="ignore"):
+        demand = Demand(scenario)
+        estimate = estimate_requests(scenario, demand)
+    if not math.isfinite(estimate):
+        raise RunTooLargeError(
+            f"{file}: the demand overflows (rates, surge factors and users multiply to more "
+            "than a number can hold); check arrivals, surges and population"
+        )
+    return demand
 
 
 def _progress_bar(quiet: bool):
@@ -190,16 +213,19 @@ def _headline(summary: dict, out: Path) -> str:
 def check(file, assignments, debug) -> None:
     """Validate FILE without running it; print what a run would simulate."""
     with _guard(debug):
-        from sim.run import estimate_requests
-        from sim.workload import Demand
+        from sim.run import check_size, estimate_requests
 
         scenario = _load(file, assignments)
-        demand = Demand(scenario)
+        demand = _demand(file, scenario)
         estimate = estimate_requests(scenario, demand)
         click.echo(
             f"{file}: ok ({scenario.scenario.name}, about {estimate:,.0f} simulated requests "
             f"with the {scenario.scenario.engine} engine)"
         )
+        try:
+            check_size(scenario, demand)
+        except RunTooLargeError as refusal:
+            click.echo(f"note: `run` would refuse it: {refusal}")
 
 
 @cli.command()

@@ -4,17 +4,22 @@ Every file is written whole or not at all (a temporary name, then a rename), and
 folder that this tool did not write are left alone. The charts and the reports are always
 drawn from what summary.json and timeseries.csv hold, read back from the folder, so
 `outage-sim report DIR` redraws a run exactly as `outage-sim run` drew it. The pages
-themselves (HTML and Markdown) are composed in `report_pages.py`.
+themselves (HTML and Markdown) are composed in `report_pages.py`; the provenance beside them
+(scenario.toml as run, provenance.json) in `report_provenance.py`.
+
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import math
 import os
+import signal
 import tempfile
+import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,8 +35,31 @@ COMPARE_REPORT_NAMES = ("compare.html", "compare.md")
 
 
 def atomic_write(path: Path, data: str | bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same folder and a rename."""
-    path = Path(path)
+    """Write `data` to `path` through a temporary file in the same folder and a rename.
+
+    Ctrl-C (SIGINT) and SIGTERM are held while one file is written and take effect right after
+    its rename, so an interrupted run never leaves a temporary or a half-written file."""
+    with _signals_held():
+        _write_then_rename(Path(path), data)
+
+
+@contextlib.contextmanager
+def _signals_held():
+    held = {signal.SIGINT, signal.SIGTERM}
+    # Only the main thread receives Python's signal handlers; elsewhere there is nothing to hold.
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not (
+        threading.main_thread()
+    ):
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
+def _write_then_rename(path: Path, data: str | bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = "wb" if isinstance(data, bytes) else "w"
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -179,6 +207,10 @@ def write_report(result, out_dir: str | Path, *, charts: bool = True) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "summary.json", summary_json(report_summary(result)))
     atomic_write(out / "timeseries.csv", timeseries_csv(result.timeseries))
+    from sim.report_provenance import started_from_wall_time, write_provenance
+
+    started_at = result.extra.get("started_at") or started_from_wall_time(result.summary)
+    write_provenance(result.scenario, out, result.summary, started_at)
     if charts:
         render_report(out)
     return out
