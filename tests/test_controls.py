@@ -91,8 +91,8 @@ def test_planner_without_trend_uses_the_last_peak() -> None:
 def test_planner_in_the_engine_follows_growing_demand() -> None:
     """In a run, a daily planner adds servers as a ramping demand grows, after its lead time."""
     text = PLANNER_TEXT + '\n[[arrivals.surge]]\nat = "1d"\nfactor = 3\nramp = "6d"\n'
-    text = text.replace('duration = "10d"', 'duration = "9d"').replace("rate = 100", "rate = 5")
-    text = text.replace("servers = 100", "servers = 12")
+    text = text.replace('duration = "10d"', 'duration = "9d"').replace("rate = 100", "rate = 1")
+    text = text.replace("servers = 100", "servers = 3")
     result = sim.simulate(parse_scenario(text))
     servers = result.timeseries["servers"]
     changes = [e for e in result.summary["timeline"] if e["kind"] == "capacity"]
