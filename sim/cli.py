@@ -202,7 +202,14 @@ def _headline(summary: dict, out: Path) -> str:
             lines.append(f"metastable: {summary['metastable_reason']}")
     else:
         lines.append("no outage")
+    planned_s = (summary.get("parameters") or {}).get("duration_s")
+    if summary.get("interrupted") and planned_s:
+        lines.append(
+            f"interrupted: {format_duration(summary['duration_s'])} of "
+            f"{format_duration(planned_s)} simulated"
+        )
     lines.append(f"simulated in {summary['wall_time_s']:.1f} s; report in {out}/")
+
     return "\n".join(lines)
 
 
