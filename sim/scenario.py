@@ -32,7 +32,7 @@ from pydantic import (
 )
 
 from sim.errors import ScenarioError
-from sim.units import parse_duration, parse_rate, parse_time_of_day, parse_timestamp
+from sim.units import parse_duration, parse_rate, parse_time_of_day, parse_timestamp, shown
 
 MAX_BINS = 1_000_000
 MAX_DURATION_S = 1000 * 86400.0  # the demand grid holds a cell a minute: keep it in memory
@@ -70,7 +70,9 @@ def _time_point(value: object, info: ValidationInfo) -> float:
 def _rate(value: object) -> float:
     rate = parse_rate(value)
     if rate > MAX_RATE_RPS:
-        raise ValueError(f"a rate above {MAX_RATE_RPS:g}/s is beyond any service; got {value!r}")
+        raise ValueError(
+            f"a rate above {MAX_RATE_RPS:g}/s is beyond any service; got {shown(value)}"
+        )
     return rate
 
 
@@ -78,10 +80,13 @@ def _queue_limit(value: object) -> float:
     if value in ("inf", "infinite", "unbounded", math.inf):
         return math.inf
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f'expected a whole number of places or "inf", got {value!r}')
+        raise ValueError(f'expected a whole number of places or "inf", got {shown(value)}')
     if value < 0:
-        raise ValueError(f"the queue limit cannot be negative, got {value}")
-    return float(value)
+        raise ValueError(f"the queue limit cannot be negative, got {shown(value)}")
+    try:
+        return float(value)
+    except OverflowError:  # hundreds of digits: a queue that never fills
+        return math.inf
 
 
 def _finite_float(value: object) -> object:
@@ -92,7 +97,7 @@ def _finite_float(value: object) -> object:
         except ValueError:
             return value  # pydantic says that it is not a number
     if isinstance(number, float) and not math.isfinite(number):
-        raise ValueError(f"expected a finite number, got {value!r}")
+        raise ValueError(f"expected a finite number, got {shown(value)}")
     return value
 
 
@@ -562,14 +567,8 @@ def _message(error: dict) -> str:
         if close:
             message += f" (did you mean {close[0]!r}?)"
     if "input" in error and kind not in ("value_error", "model_type", "dict_type"):
-        message += f"; got {_short_repr(error['input'])}"
+        message += f"; got {shown(error['input'])}"
     return message
-
-
-def _short_repr(value: object, limit: int = 80) -> str:
-    """repr(value), cut to `limit` characters (a long list should not flood the message)."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[: limit - 4]} ..."
 
 
 def _did_you_mean(loc: tuple) -> str:

@@ -47,9 +47,15 @@ _RATE_RE = re.compile(rf"^\s*({_NUMBER})\s*([kKMGB]?)\s*/\s*([a-z]+)\s*$")
 _TIME_OF_DAY_RE = re.compile(r"^\s*(\d{1,2}):(\d{2})(?::(\d{2}))?\s*$")
 
 
-def _finite(value: float, what: str) -> float:
+def shown(value: object, limit: int = 60) -> str:
+    """repr(value) for a message, cut to `limit` characters (a pasted blob stays readable)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 4]} ..."
+
+
+def _finite(value: float, what: str, given: object = None) -> float:
     if not math.isfinite(value):
-        raise ValueError(f"{what} must be a finite number, got {value!r}")
+        raise ValueError(f"{what} must be a finite number, got {shown(given or value)}")
     return value
 
 
@@ -57,7 +63,11 @@ def _plain_number(value: object) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer of hundreds of digits
+            return math.inf
+
     return None
 
 
@@ -66,19 +76,21 @@ def parse_duration(value: object) -> float:
     number = _plain_number(value)
     if number is None:
         if not isinstance(value, str):
-            raise ValueError(f"expected a duration like '30s' or '5min', got {value!r}")
+            raise ValueError(f"expected a duration like '30s' or '5min', got {shown(value)}")
         match = _DURATION_RE.match(value)
         if not match:
-            raise ValueError(f"expected a duration like '30s' or '5min', got {value!r}")
+            raise ValueError(f"expected a duration like '30s' or '5min', got {shown(value)}")
         amount, unit = match.groups()
         unit = unit or "s"
         if unit not in DURATION_UNITS_S:
             known = ", ".join(sorted(DURATION_UNITS_S, key=DURATION_UNITS_S.get))
-            raise ValueError(f"unknown duration unit {unit!r} in {value!r} (use one of: {known})")
+            raise ValueError(
+                f"unknown duration unit {shown(unit)} in {shown(value)} (use one of: {known})"
+            )
         number = float(amount.replace("_", "")) * DURATION_UNITS_S[unit]
-    _finite(number, "a duration")
+    _finite(number, "a duration", value)
     if number < 0:
-        raise ValueError(f"a duration cannot be negative, got {value!r}")
+        raise ValueError(f"a duration cannot be negative, got {shown(value)}")
     return number
 
 
@@ -87,18 +99,20 @@ def parse_rate(value: object) -> float:
     number = _plain_number(value)
     if number is None:
         if not isinstance(value, str):
-            raise ValueError(f"expected a rate like '9/s' or '1.3M/day', got {value!r}")
+            raise ValueError(f"expected a rate like '9/s' or '1.3M/day', got {shown(value)}")
         match = _RATE_RE.match(value)
         if not match:
-            raise ValueError(f"expected a rate like '9/s' or '1.3M/day', got {value!r}")
+            raise ValueError(f"expected a rate like '9/s' or '1.3M/day', got {shown(value)}")
         amount, multiplier, period = match.groups()
         if period not in RATE_PERIODS_S:
             known = ", ".join(sorted(RATE_PERIODS_S, key=RATE_PERIODS_S.get))
-            raise ValueError(f"unknown rate period {period!r} in {value!r} (use one of: {known})")
+            raise ValueError(
+                f"unknown rate period {shown(period)} in {shown(value)} (use one of: {known})"
+            )
         number = float(amount.replace("_", "")) * MULTIPLIERS[multiplier] / RATE_PERIODS_S[period]
-    _finite(number, "a rate")
+    _finite(number, "a rate", value)
     if number < 0:
-        raise ValueError(f"a rate cannot be negative, got {value!r}")
+        raise ValueError(f"a rate cannot be negative, got {shown(value)}")
     return number
 
 
@@ -112,7 +126,7 @@ def parse_time_of_day(value: object) -> float:
             hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
             if hours < 24 and minutes < 60 and seconds < 60:
                 return hours * 3600.0 + minutes * 60.0 + seconds
-    raise ValueError(f"expected a time of day like '20:00', got {value!r}")
+    raise ValueError(f"expected a time of day like '20:00', got {shown(value)}")
 
 
 def parse_timestamp(value: object) -> datetime:
@@ -122,10 +136,10 @@ def parse_timestamp(value: object) -> datetime:
             value = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         except ValueError:
             raise ValueError(
-                f"expected a timestamp like 2021-01-15T14:30:00Z, got {value!r}"
+                f"expected a timestamp like 2021-01-15T14:30:00Z, got {shown(value)}"
             ) from None
     if not isinstance(value, datetime):
-        raise ValueError(f"expected a timestamp like 2021-01-15T14:30:00Z, got {value!r}")
+        raise ValueError(f"expected a timestamp like 2021-01-15T14:30:00Z, got {shown(value)}")
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value
