@@ -5,6 +5,7 @@ Only `cli.py` turns these into exit codes; everything else raises them.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 
@@ -34,11 +35,16 @@ class ScenarioError(OutageSimError):
         super().__init__(str(self))
 
     def __str__(self) -> str:
-        where = self.file or "<scenario>"
+        where = _one_line(self.file or "<scenario>")
         if self.line is not None:
             where += f":{self.line}"
-        key = f" [{self.key}]" if self.key else ""
-        return f"{where}:{key} {self.message}"
+        key = f" [{_one_line(self.key)}]" if self.key else ""
+        return f"{where}:{key} {_one_line(self.message)}"
+
+
+def _one_line(text: str) -> str:
+    """Control characters (a newline in a quoted TOML key...) escaped: a message is one line."""
+    return re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 class RunTooLargeError(OutageSimError):
