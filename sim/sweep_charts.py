@@ -115,15 +115,25 @@ def line_figure(table: list[dict], rows: list[dict], param: str, title: str = ""
         xs = x[safe]
         for ax in (top, bottom):
             ax.axvline(xs, color=SAFE_COLOUR, ls="--", lw=1.5)
+        # The text goes right of the line (where the runs had no outage) when it fits there,
+        # else left: either way inside the axes. About 7 px a character at 10 pt.
+        text = (
+            f"from {param} = {_label(values[safe])}: no outage in any of {table[safe]['runs']} runs"
+        )
+        left, right = bottom.get_xlim()
+        room = (right - xs) / (right - left) * WIDTH_IN * DPI * 0.85
+        on_right = room > 7 * len(text) + 12
         bottom.annotate(
-            f"from {param} = {values[safe]}: no outage in any of {table[safe]['runs']} runs",
+            text,
             xy=(xs, 0.5),
             xycoords=("data", "axes fraction"),
-            xytext=(6, 0),
+            xytext=(6 if on_right else -6, 0),
             textcoords="offset points",
+            ha="left" if on_right else "right",
             va="center",
             color=SAFE_COLOUR,
             fontsize=10,
+            bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8},
         )
     top.legend(loc="best", framealpha=0.9)
     top.set_title(
