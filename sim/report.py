@@ -45,18 +45,29 @@ def atomic_write(path: Path, data: str | bytes) -> None:
 
 @contextlib.contextmanager
 def _signals_held():
-    held = {signal.SIGINT, signal.SIGTERM}
-    # Only the main thread receives Python's signal handlers; elsewhere there is nothing to hold.
-    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not (
-        threading.main_thread()
-    ):
+    """Defer SIGINT and SIGTERM to the end of the block, then act on the first one that came.
+
+    Python runs signal handlers in the main thread only, so that is where they are swapped
+    (a mask would not do: numpy's threads would take the signal instead)."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    came: list[tuple[int, Any]] = []
+    previous = {}
+    for number in (signal.SIGINT, signal.SIGTERM):
+        previous[number] = signal.signal(number, lambda n, frame: came.append((n, frame)))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        if came:
+            number, frame = came[0]
+            handler = previous[number]
+            if callable(handler):
+                handler(number, frame)  # Python's own: KeyboardInterrupt for SIGINT
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(number)
 
 
 def _write_then_rename(path: Path, data: str | bytes) -> None:
