@@ -558,7 +558,15 @@ def _message(error: dict) -> str:
     if kind == "extra_forbidden":
         return f"unknown key {loc[-1]!r}{_did_you_mean(loc)}"
     if kind == "missing":
-        return f"missing required key {loc[-1]!r}"
+        what = "table" if _field_model(loc) is not None else "key"
+        return f"missing required {what} {loc[-1]!r}"
+    if kind in ("model_type", "dict_type"):
+        return f"expected a table ([section] or {{ key = value }}), got {shown(error['input'])}"
+    if kind == "string_pattern_mismatch" and loc[-1] == "name":
+        return (
+            "a name is letters, digits, '.', '_' and '-', starting with a letter or digit "
+            f"(it names the report folder); got {shown(error['input'])}"
+        )
     message = error["msg"]
     message = re.sub(r"^(Value error|Assertion failed), ", "", message)
     if kind == "literal_error" and isinstance(error.get("input"), str):
@@ -590,7 +598,23 @@ def _did_you_mean(loc: tuple) -> str:
     )
 
 
+def _field_model(loc: tuple) -> Any:
+    """The model (table) the key at `loc` holds, or None when it holds a plain value."""
+    model: Any = Scenario
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if hasattr(model, "model_fields") else None
+        if field is None:
+            return None
+        model = _model_of(field.annotation)
+        if model is None:
+            return None
+    return model
+
+
 def _model_of(annotation: Any) -> Any:
+
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     for arg in getattr(annotation, "__args__", ()):
