@@ -32,7 +32,14 @@ from pydantic import (
 )
 
 from sim.errors import ScenarioError
-from sim.units import parse_duration, parse_rate, parse_time_of_day, parse_timestamp, shown
+from sim.units import (
+    format_duration,
+    parse_duration,
+    parse_rate,
+    parse_time_of_day,
+    parse_timestamp,
+    shown,
+)
 
 MAX_BINS = 1_000_000
 MAX_DURATION_S = 1000 * 86400.0  # the demand grid holds a cell a minute: keep it in memory
@@ -487,7 +494,17 @@ def validate_scenario(
 
 
 def _check_across_keys(scenario: Scenario, file: str | Path, text: str, overridden: set[str]):
-    """Checks that involve keys of several tables, each blaming the key to change."""
+    """Checks that involve several keys, each blaming the key to change."""
+    meta = scenario.scenario
+    if meta.bin > 1e6 * meta.duration:  # the run would have no bin at all to count in
+        raise _located(
+            f"a bin of {meta.bin:.3g} s is over a million times the run "
+            f"({format_duration(meta.duration)}); use a bin no longer than the run",
+            ("scenario", "bin"),
+            file,
+            text,
+            overridden,
+        )
     autoscale = scenario.capacity.autoscale
     if autoscale is not None:
         steps = scenario.scenario.duration / autoscale.interval
