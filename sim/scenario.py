@@ -44,6 +44,8 @@ from sim.units import (
 MAX_BINS = 1_000_000
 MAX_DURATION_S = 1000 * 86400.0  # the demand grid holds a cell a minute: keep it in memory
 MAX_RATE_RPS = 1e12  # beyond any service, and still finite once multiplied out
+MIN_DURATION_S = 1e-9  # shorter spans vanish in sums of times, and divide to infinity
+
 MAX_CONTROL_STEPS = 1_000_000  # autoscaler decisions in a run, as MAX_BINS bounds the bins
 
 _DURATION_SCHEMA = {
@@ -72,6 +74,15 @@ def _time_point(value: object, info: ValidationInfo) -> float:
             raise ValueError("a timestamp needs scenario.start to be set")
         return (parse_timestamp(value) - start).total_seconds()
     return parse_duration(value)
+
+
+def _duration(value: object) -> float:
+    seconds = parse_duration(value)
+    if 0 < seconds < MIN_DURATION_S:
+        raise ValueError(
+            f"a duration is 0 or at least 1 ns (the clock's resolution); got {shown(value)}"
+        )
+    return seconds
 
 
 def _rate(value: object) -> float:
@@ -115,7 +126,7 @@ def _counts_as_number(annotation: Any) -> bool:
     return any(_counts_as_number(arg) for arg in getattr(annotation, "__args__", ()))
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration), WithJsonSchema(_DURATION_SCHEMA)]
+Duration = Annotated[float, BeforeValidator(_duration), WithJsonSchema(_DURATION_SCHEMA)]
 Rate = Annotated[float, BeforeValidator(_rate), WithJsonSchema(_RATE_SCHEMA)]
 TimePoint = Annotated[
     float,
