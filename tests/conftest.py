@@ -9,27 +9,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from statistics import NormalDist
 
 import numpy as np
 import pytest
 
 import sim
 from sim.scenario import parse_scenario
+from sim.sweep import t_quantile  # exact Student t quantile (re-exported for the tests)
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def t_quantile(p: float, df: int) -> float:
-    """Student t quantile by the Cornish–Fisher expansion (error below 1e-3 for df >= 5)."""
-    z = NormalDist().inv_cdf(p)
-    terms = (
-        (z**3 + z) / 4,
-        (5 * z**5 + 16 * z**3 + 3 * z) / 96,
-        (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384,
-        (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / 92160,
-    )
-    return z + sum(term / df ** (k + 1) for k, term in enumerate(terms))
 
 
 def mean_interval(values: Iterable[float], confidence: float = 0.99) -> tuple[float, float]:
