@@ -46,7 +46,7 @@ def _blocking(results) -> list[float]:
 
 
 def test_t_quantile_matches_tables() -> None:
-    """The Cornish–Fisher t quantile the intervals use matches printed tables to 3 decimals."""
+    """The Student t quantile the intervals use matches printed tables to 3 decimals."""
     assert t_quantile(0.995, 19) == pytest.approx(2.861, abs=1e-3)
     assert t_quantile(0.995, 9) == pytest.approx(3.250, abs=1e-3)
     assert t_quantile(0.975, 29) == pytest.approx(2.045, abs=1e-3)
