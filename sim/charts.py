@@ -349,6 +349,7 @@ def draw_queue(ax, summary: dict, ts: Timeseries, axis: _Axis) -> None:
     x, queue = axis.edges(ts), _steps(ts, "queue")
     ax.fill_between(x, queue, step="post", color=BLUE, alpha=0.25, lw=0)
     ax.step(x, queue, where="post", color=BLUE, lw=1.6, label="requests waiting\nin the queue")
+    _draw_band(ax, summary, ts, x, "queue")
     shade_outages(ax, summary, axis)
     mark_events(ax, summary, axis)
     _event_legend(ax, summary)
@@ -357,6 +358,22 @@ def draw_queue(ax, summary: dict, ts: Timeseries, axis: _Axis) -> None:
     ax.yaxis.set_major_formatter(FuncFormatter(human))
     ax.grid(alpha=0.3)
     _legend(ax)
+
+
+def _draw_band(ax, summary: dict, ts: Timeseries, x, column: str) -> None:
+    """With `run --reps N`: the 5-95% band of `column` across the runs, and their median."""
+    if f"{column}_q05" not in ts.columns:
+        return
+    reps = (summary.get("replications") or {}).get("reps", "N")
+    low, high = _steps(ts, f"{column}_q05"), _steps(ts, f"{column}_q95")
+    ax.fill_between(
+        x, low, high, step="post", color=GREY, alpha=0.3, hatch="..", lw=0,
+        label=f"5-95% of {reps} runs",
+    )  # fmt: skip
+    ax.step(
+        x, _steps(ts, f"{column}_median"), where="post", color=BLACK, lw=1.0, ls="--",
+        label=f"median of {reps} runs",
+    )  # fmt: skip
 
 
 def draw_load(ax, summary: dict, ts: Timeseries, axis: _Axis) -> None:
@@ -413,6 +430,7 @@ def draw_latency(ax, summary: dict, ts: Timeseries, axis: _Axis) -> None:
             lw=width,
             label=column.replace("latency_", ""),
         )
+    _draw_band(ax, summary, ts, x, "latency_p99")
     slo_p99 = (summary.get("slo") or {}).get("latency_p99_s")
     timeout = ((summary.get("parameters") or {}).get("client") or {}).get("timeout_s")
     if slo_p99 and slo_p99 == timeout:  # one line, or the second would hide the first

@@ -134,9 +134,10 @@ def run(file, out_dir, assignments, seed, engine, force, no_charts, quiet, debug
         else:
             result = simulate(scenario, progress=_progress_bar(quiet), force=True)
         result.extra.setdefault("started_at", started_at)
+        if reps > 1:
+            write_bands(result, out)  # first: the charts draw the bands from the folder
         write_report(result, out, charts=not no_charts)
         if reps > 1:
-            write_bands(result, out)
             if not quiet:
                 click.echo(describe_replications(result.summary))
         summary = result.summary

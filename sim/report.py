@@ -194,7 +194,17 @@ def read_run(run_dir: str | Path) -> tuple[dict, Timeseries]:
     start = datetime.fromisoformat(summary["start"]) if summary.get("start") else None
     # summaries written before `bin_s` was stored: read_timeseries infers it from t_s
     bin_s = summary.get("bin_s") or (summary.get("parameters") or {}).get("bin_s")
-    return summary, read_timeseries(csv_path, start=start, bin_s=bin_s)
+    ts = read_timeseries(csv_path, start=start, bin_s=bin_s)
+    bands_path = run_dir / "bands.csv"
+    if summary.get("replications") and bands_path.is_file():
+        # `run --reps N`: the per-bin median and 5-95% band across replications, drawn with
+        # replication 0 (a bands.csv left by an earlier run without replications is ignored).
+        bands = read_timeseries(bands_path, bin_s=bin_s)
+        n = min(len(ts), len(bands))
+        for name, values in bands.columns.items():
+            if name != "t_s" and len(values) >= n:
+                ts.columns[name] = np.concatenate([values[:n], np.full(len(ts) - n, np.nan)])
+    return summary, ts
 
 
 # -- writing ---------------------------------------------------------------------------------

@@ -333,3 +333,21 @@ def test_report_command_refuses_a_damaged_timeseries(runs, tmp_path):
     assert result.exit_code == 2
     assert "timeseries.csv: rows do not all have the" in result.output
     assert not (tmp_path / "report.html").exists()
+
+
+def test_replication_bands_are_drawn_and_never_stale(tmp_path):
+    """`run --reps 3` writes bands.csv and the charts read it; a later plain run in the same
+    folder ignores the leftover bands (they belong to another run)."""
+    scenario_file = tmp_path / "storm.toml"
+    scenario_file.write_text(STORM, encoding="utf-8")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["run", str(scenario_file), "--out", str(out), "--reps", "3"])
+    assert result.exit_code == 0, result.output
+    summary, ts = read_run(out)
+    assert summary["replications"]["reps"] == 3
+    assert {"queue_q05", "queue_median", "queue_q95", "latency_p99_q95"} <= set(ts.columns)
+    assert (ts["queue_q05"] <= ts["queue_q95"]).all()
+    result = CliRunner().invoke(cli, ["run", str(scenario_file), "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    assert (out / "bands.csv").is_file()  # a file this run did not write is left alone
+    assert "queue_q05" not in read_run(out)[1].columns
