@@ -297,10 +297,16 @@ def _executor_options(command):
 )
 @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
 @click.option("--force", is_flag=True, help="Run points estimated above 50M simulated requests.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Keep the runs that finished in the folder's results.csv (same scenario and seeds) "
+    "and run only the rest, e.g. after Ctrl-C.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no table on stdout.")
 @click.option("--debug", is_flag=True, help="Show the traceback of unexpected errors.")
 def sweep_command(
-    file, grid, reps, workers, dask_address, out_dir, assignments, force, quiet, debug
+    file, grid, reps, workers, dask_address, out_dir, assignments, force, resume, quiet, debug
 ) -> None:
     """Run FILE at every point of a grid, REPS times each; write results.csv (one row per
     run), aggregate.csv (mean and 95% CI per point) and sweep.png."""
@@ -313,7 +319,7 @@ def sweep_command(
         out = Path(out_dir) if out_dir else Path("reports") / name / "sweep"
         progress = False if quiet else None
         rows = sweep(file, grid, reps, workers, dask_address, out, progress, overrides=overrides,
-                     force=force)  # fmt: skip
+                     force=force, resume=resume)  # fmt: skip
         if not quiet:
             click.echo(sweep_table(aggregate(rows, list(grid)), list(grid)))
             click.echo(f"results in {out}/")

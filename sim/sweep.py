@@ -120,6 +120,7 @@ class Job:
     replication: int
     seed: int
     keep_result: bool = False
+    scenario_sha256: str = ""  # of the point's scenario: what `--resume` matches rows by
 
 
 def run_job(job: Job) -> dict | Result:
@@ -164,7 +165,37 @@ def _row(job: Job, summary: dict | None, error: str) -> dict[str, Any]:
         "seed": job.seed,
         **figures,
         "error": error,
+        "scenario_sha256": job.scenario_sha256,
     }
+
+
+def finished_rows(results_csv: Path, jobs: Sequence[Job]) -> dict[int, dict[str, Any]]:
+    """Rows of an earlier results.csv that finished without error, by the index of the job
+    they answer (same point scenario, replication and seed); others are run again."""
+    if not results_csv.is_file():
+        return {}
+    wanted = {(j.scenario_sha256, j.replication, j.seed): i for i, j in enumerate(jobs)}
+    kept = {}
+    with results_csv.open(encoding="utf-8", newline="") as handle:
+        for row in csv.DictReader(handle):
+            try:
+                key = (row.get("scenario_sha256"), int(row["replication"]), int(row["seed"]))
+            except (KeyError, TypeError, ValueError):
+                continue
+            if row.get("error") or key not in wanted:
+                continue
+            job = jobs[wanted[key]]
+            figures = {name: _parse_cell(row.get(name, "")) for name in FIGURES}
+            kept[wanted[key]] = {**_row(job, None, ""), **figures}
+    return kept
+
+
+def _parse_cell(text: str):
+    if text in ("", None):
+        return None
+    if text in ("true", "false"):
+        return text == "true"
+    return int(text) if text.lstrip("-").isdigit() else float(text)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -303,12 +334,15 @@ def sweep(
     *,
     overrides: dict | None = None,
     force: bool = False,
+    resume: bool = False,
 ) -> list[dict[str, Any]]:
     """Run every grid point `reps` times with common random numbers; one flat row per run.
 
     Row order is point by point (the grid's first key slowest), replications in order. With
     `out_dir`, writes results.csv, aggregate.csv and sweep.png there (on Ctrl-C, with the runs
-    that finished, before KeyboardInterrupt propagates).
+    that finished, before KeyboardInterrupt propagates). With `resume`, runs that finished in
+    an earlier results.csv of `out_dir` for the same point scenario and seed are kept, and
+    only the others run.
     """
     if reps < 1:
         raise UsageError(f"--reps must be at least 1, got {reps}")
@@ -317,12 +351,19 @@ def sweep(
     seeds = [replication_seed(base.scenario.seed, r) for r in range(reps)]
     file = str(Path(scenario_path).resolve())
     jobs = [
-        Job(raw=scenario.raw, file=file, point=point, replication=r, seed=seed)
+        Job(scenario.raw, file, point, r, seed, scenario_sha256=scenario.sha256)
         for point, scenario in zip(points, scenarios, strict=True)
         for r, seed in enumerate(seeds)
     ]
+    if resume and out_dir is None:
+        raise UsageError("--resume needs the folder of the earlier sweep (--out)")
+    done = finished_rows(Path(out_dir) / "results.csv", jobs) if resume else {}
+    todo = [i for i in range(len(jobs)) if i not in done]
     with Runner(workers, dask_address) as runner:
-        rows = runner.run(jobs, progress, desc="sweep")
+        fresh = runner.run([jobs[i] for i in todo], progress, desc="sweep")
+    rows = [done.get(i) for i in range(len(jobs))]
+    for i, row in zip(todo, fresh, strict=True):
+        rows[i] = row
     if out_dir is not None:
         write_sweep(rows, list(grid), out_dir, title=base.scenario.title or base.scenario.name)
     if runner.interrupted:
@@ -446,7 +487,8 @@ def _cell(value) -> str:
     if isinstance(value, bool | np.bool_):
         return "true" if value else "false"
     if isinstance(value, float | np.floating):
-        return "" if math.isnan(value) else f"{float(value):.10g}"
+        # repr: the shortest text that reads back to the same float (--resume relies on it)
+        return "" if math.isnan(value) else repr(float(value))
     return str(value)
 
 

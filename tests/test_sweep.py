@@ -324,3 +324,35 @@ def test_cli_run_reps_writes_bands(scenario_path, tmp_path) -> None:
     assert result.exit_code == 0, result.output
     assert (tmp_path / "bands.csv").is_file() and (tmp_path / "summary.json").is_file()
     assert "3 replications" in result.output
+
+
+def test_resume_keeps_finished_runs_and_runs_only_the_rest(
+    scenario_path, one_worker_rows, tmp_path
+) -> None:
+    """After an interrupted sweep, --resume keeps rows that finished (even ones we marked),
+    reruns failed or missing ones, and ends with the rows of an uninterrupted sweep."""
+    out = tmp_path / "sweep"
+    sw.sweep(scenario_path, GRID, REPS, workers=1, out_dir=out, progress=False)
+    with (out / "results.csv").open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    rows[0]["outage_total_s"] = "12345"  # a finished run: must be kept as it is
+    rows[1]["error"] = "interrupted"  # an unfinished run: must run again
+    del rows[2]  # a run never written: must run
+    with (out / "results.csv").open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    result = CliRunner().invoke(
+        cli,
+        ["sweep", str(scenario_path), "--out", str(out), "--reps", str(REPS), "--workers", "1",
+         "--resume", "-q", *[f"--grid={k}={','.join(map(str, v))}" for k, v in GRID.items()]],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    resumed = sw.sweep(scenario_path, GRID, REPS, workers=1, out_dir=out, resume=True)
+    assert resumed[0]["outage_total_s"] == 12345
+    assert resumed[1:] == one_worker_rows[1:]
+    # A changed scenario (another point hash) keeps nothing: every run is done again.
+    changed = {"service.time.mean": "1.1s"}
+    rerun = sw.sweep(scenario_path, GRID, REPS, workers=1, out_dir=out, resume=True,
+                     overrides=changed)  # fmt: skip
+    assert rerun[0]["outage_total_s"] != 12345
