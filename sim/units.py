@@ -42,8 +42,10 @@ RATE_PERIODS_S = {
 MULTIPLIERS = {"": 1.0, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "B": 1e9}
 
 _NUMBER = r"[+-]?(?:\d[\d_]*(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
-_DURATION_RE = re.compile(rf"^\s*({_NUMBER})\s*([a-z]*)\s*$")
-_RATE_RE = re.compile(rf"^\s*({_NUMBER})\s*([kKMGB]?)\s*/\s*([a-z]+)\s*$")
+# Possessive quantifiers (*+): a long run of spaces costs linear time, not quadratic.
+_DURATION_RE = re.compile(rf"^\s*+({_NUMBER})\s*+([a-z]*+)\s*+$")
+_RATE_RE = re.compile(rf"^\s*+({_NUMBER})\s*+([kKMGB]?)\s*+/\s*+([a-z]++)\s*+$")
+
 _TIME_OF_DAY_RE = re.compile(r"^\s*(\d{1,2}):(\d{2})(?::(\d{2}))?\s*$")
 
 
