@@ -42,6 +42,7 @@ from sim.units import (
 )
 
 MAX_BINS = 1_000_000
+MAX_SCENARIO_BYTES = 10_000_000
 MAX_DURATION_S = 1000 * 86400.0  # the demand grid holds a cell a minute: keep it in memory
 MAX_RATE_RPS = 1e12  # beyond any service, and still finite once multiplied out
 MIN_DURATION_S = 1e-9  # shorter spans vanish in sums of times, and divide to infinity
@@ -428,12 +429,18 @@ def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> 
     """Read, override and validate a scenario file; raise ScenarioError on any problem."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not TOML
+        if path.is_dir():
+            raise ScenarioError("is a folder, not a scenario file", file=path)
+        if path.exists() and not path.is_file():  # a FIFO would block, /dev/zero never end
+            raise ScenarioError("is not a regular file", file=path)
+        with path.open("rb") as handle:
+            data = handle.read(MAX_SCENARIO_BYTES + 1)
+        if len(data) > MAX_SCENARIO_BYTES:
+            raise ScenarioError(f"is over {MAX_SCENARIO_BYTES:,} bytes: not a scenario", file=path)
+        text = data.decode("utf-8-sig")  # a byte-order mark is not TOML
     except FileNotFoundError:
         raise ScenarioError("no such scenario file", file=path) from None
-    except IsADirectoryError:
-        raise ScenarioError("is a folder, not a scenario file", file=path) from None
-    except (OSError, UnicodeDecodeError) as err:
+    except (OSError, ValueError) as err:  # ValueError: not UTF-8, or a NUL in the name
         raise ScenarioError(f"cannot read the file: {err}", file=path) from None
     return parse_scenario(text, file=path, overrides=overrides)
 
@@ -450,11 +457,28 @@ def parse_scenario(
         line = int(match.group(1)) if match else max(1, len(text.splitlines()))
         message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(err))
         raise ScenarioError(f"not valid TOML: {message}", file=file, line=line) from None
+    except RecursionError:
+        raise ScenarioError(
+            "not valid TOML: arrays or inline tables nested too deeply for a scenario",
+            file=file,
+            line=_deepest_line(text),
+        ) from None
     overridden = set()
     for key, value in (overrides or {}).items():
         _apply_override(raw, key, value)
         overridden.add(key)
     return validate_scenario(raw, file=file, text=text, overridden=overridden)
+
+
+def _deepest_line(text: str) -> int:
+    """The line where brackets and braces first nest deepest (strings not told apart)."""
+    depth, deepest, where = 0, -1, 1
+    for number, line in enumerate(text.splitlines(), start=1):
+        for char in line:
+            depth += (char in "[{") - (char in "]}")
+            if depth > deepest:
+                deepest, where = depth, number
+    return where
 
 
 def validate_scenario(
@@ -497,9 +521,11 @@ def validate_scenario(
                 f"not a usable path: {err}", ("population", "downloads_csv"), file, text, overridden
             ) from None
         if not found:
+            what = "not a regular file" if csv_path.exists() else "no such file"
             raise _located(
-                f"no such file: {csv_path}", ("population", "downloads_csv"), file, text, overridden
+                f"{what}: {csv_path}", ("population", "downloads_csv"), file, text, overridden
             )
+
     _check_across_keys(scenario, file, text, overridden)
     return scenario
 
@@ -663,10 +689,12 @@ def _located(
     return ScenarioError(message, file=file, key=key, line=locate_key(text, loc) or 1)
 
 
-_TABLE_RE = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
-_ARRAY_TABLE_RE = re.compile(r"^\s*\[\[\s*([^\[\]]+?)\s*\]\]\s*(#.*)?$")
-_KEY_RE = re.compile(r"^\s*([A-Za-z0-9_\-.\"' ]+?)\s*=")
-_INLINE_KEY_RE = re.compile(r"[{,]\s*([A-Za-z0-9_-]+)\s*=")
+# Possessive quantifiers (*+, ++) keep these linear in the line's length: a long line of
+# spaces must not take quadratic time. Names keep their spaces; _split_key strips them.
+_TABLE_RE = re.compile(r"^\s*+\[([^\[\]]++)\]\s*+(#.*)?$")
+_ARRAY_TABLE_RE = re.compile(r"^\s*+\[\[([^\[\]]++)\]\]\s*+(#.*)?$")
+_KEY_RE = re.compile(r"^\s*+([A-Za-z0-9_\-.\"' \t]++)=")
+_INLINE_KEY_RE = re.compile(r"[{,]\s*+([A-Za-z0-9_-]++)\s*+=")
 
 
 def locate_key(text: str, loc: tuple) -> int | None:
