@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import traceback
 from datetime import UTC, datetime
@@ -16,7 +17,7 @@ from pathlib import Path
 import click
 
 from sim import __version__
-from sim.errors import OutageSimError, RunTooLargeError, ScenarioError
+from sim.errors import OutageSimError, RunTooLargeError, ScenarioError, UsageError
 
 EXIT_INTERRUPTED = 130
 
@@ -126,6 +127,7 @@ def run(file, out_dir, assignments, seed, engine, force, no_charts, quiet, debug
         scenario = _load(file, assignments, seed, engine)
         check_size(scenario, _demand(file, scenario), force=force)
         out = Path(out_dir) if out_dir else Path("reports") / scenario.scenario.name
+        _writable(out)
         started_at = datetime.now(UTC)
         if reps > 1:
             from sim.sweep import describe_replications, replicate, write_bands
@@ -146,6 +148,17 @@ def run(file, out_dir, assignments, seed, engine, force, no_charts, quiet, debug
         if summary.get("interrupted"):
             click.echo("outage-sim: interrupted; wrote what was simulated so far", err=True)
             sys.exit(EXIT_INTERRUPTED)
+
+
+def _writable(out: Path) -> None:
+    """Refuse (exit 2) an output folder that cannot be made, before simulating for an hour."""
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"cannot write the report to {out}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write the report to {out}: {existing} is not writable")
 
 
 def _demand(file: str, scenario):

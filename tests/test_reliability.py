@@ -382,3 +382,62 @@ def test_python_api_reports_carry_provenance_too(tmp_path: Path) -> None:
     sim.write_report(sim.simulate(scenario), tmp_path, charts=False)
     assert parse_scenario((tmp_path / "scenario.toml").read_text()).sha256 == scenario.sha256
     assert json.loads((tmp_path / "provenance.json").read_text())["seed"] == 21
+
+
+# ------------------------------------------------------------------------ hostile files
+class _TooSlow(BaseException):
+    """Raised by the alarm: the call hung (BaseException, so nothing on the way catches it)."""
+
+
+def _within(seconds: int, call):
+    """call() or a test failure after `seconds` (a guard against hangs, not a speed test)."""
+
+    def alarm(signum, frame):
+        raise _TooSlow
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.alarm(seconds)
+    try:
+        return call()
+    except _TooSlow:
+        pytest.fail(f"no answer within {seconds} s")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_devices_fifos_and_huge_files_are_refused_without_reading_them(tmp_path) -> None:
+    """/dev/zero, a FIFO nobody writes to and a 20 MB file: exit 2 at once, never a hang."""
+    fifo = tmp_path / "pipe.toml"
+    os.mkfifo(fifo)
+    huge = tmp_path / "huge.toml"
+    huge.write_bytes(b"# " + b"x" * 20_000_000)
+    cases = [fifo, huge] + [Path("/dev/zero")] * Path("/dev/zero").exists()
+    for path in cases:
+        result = _within(20, lambda p=path: _invoke("check", p))
+        assert result.exit_code == 2, (path, result.output)
+        assert str(path) in result.stderr and "Traceback" not in result.output
+
+
+def test_long_lines_and_deep_nesting_are_answered_in_linear_time() -> None:
+    """A line of 300k spaces, a 300k-space value and arrays nested 100k deep: located errors."""
+    bad = SMALL.replace("servers = 8", "servers = 0")
+    texts = {
+        "spaces": " " * 300_000 + "\n" + bad,
+        "key": bad.replace("servers = 0", "servers" + " \t" * 150_000 + "= 0"),
+        "value": bad.replace('mean = "1s"', 'mean = "1' + " " * 300_000 + 's!"'),
+        "nested": "a = " + "[" * 100_000 + "]" * 100_000 + "\n" + bad,
+    }
+    for name, text in texts.items():
+        with pytest.raises(sim.ScenarioError) as info:
+            _within(20, lambda t=text, n=name: parse_scenario(t, file=f"{n}.toml"))
+        assert info.value.line is not None and info.value.file == f"{name}.toml", name
+
+
+def test_an_output_folder_under_a_file_is_refused_before_the_run(write_scenario, tmp_path):
+    """--out below a plain file: exit 2 naming it, before any simulating (nothing is lost)."""
+    (tmp_path / "afile").write_text("x")
+    result = _invoke("run", write_scenario(SMALL), "--out", tmp_path / "afile" / "out")
+    assert result.exit_code == 2
+    assert "is a file, not a folder" in result.stderr and "Traceback" not in result.output
