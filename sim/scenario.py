@@ -235,7 +235,8 @@ class Population(_Section):
 
     initial_users: Number = Field(default=0.0, ge=0, le=1e11)
     downloads: Rate | None = None
-    downloads_csv: str | None = None
+    downloads_csv: str | None = Field(default=None, min_length=1)
+
     surge: list[Surge] = []
     activation: Fraction = 1.0
     requests_per_user: Rate = 0.0
@@ -571,12 +572,14 @@ def parse_override(assignment: str) -> tuple[str, Any]:
     key = key.strip()
     if not sep or not re.fullmatch(r"[A-Za-z_][\w-]*(\.[\w-]+)*", key):
         raise ScenarioError(
-            f"an override is KEY=VALUE with a dotted key, got {assignment!r}", file="--set"
+            f"an override is KEY=VALUE with a dotted key, got {shown(assignment)}", file="--set"
         )
     try:
-        parsed = tomllib.loads(f"value = {value.strip()}")["value"]
-    except tomllib.TOMLDecodeError:
-        parsed = value.strip()
+        table = tomllib.loads(f"value = {value.strip()}")
+    except (tomllib.TOMLDecodeError, RecursionError):
+        table = {}
+    # One value only: "12\nother = 1" is the string it looks like, not 12 and a stray key.
+    parsed = table["value"] if list(table) == ["value"] else value.strip()
     return key, parsed
 
 
