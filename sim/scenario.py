@@ -543,7 +543,18 @@ def _check_across_keys(scenario: Scenario, file: str | Path, text: str, overridd
             text,
             overridden,
         )
+    for index, fault in enumerate(scenario.faults):
+        if fault.at < 0:  # a timestamp before scenario.start
+            raise _located(
+                f"a fault cannot start before the run ({format_duration(-fault.at)} before its"
+                " start); start it at 0 with a shorter duration",
+                ("faults", index, "at"),
+                file,
+                text,
+                overridden,
+            )
     autoscale = scenario.capacity.autoscale
+
     if autoscale is not None:
         steps = scenario.scenario.duration / autoscale.interval
         if steps > MAX_CONTROL_STEPS:
