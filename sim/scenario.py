@@ -46,7 +46,6 @@ MAX_SCENARIO_BYTES = 10_000_000
 MAX_DURATION_S = 1000 * 86400.0  # the demand grid holds a cell a minute: keep it in memory
 MAX_RATE_RPS = 1e12  # beyond any service, and still finite once multiplied out
 MIN_DURATION_S = 1e-9  # shorter spans vanish in sums of times, and divide to infinity
-
 MAX_CONTROL_STEPS = 1_000_000  # autoscaler decisions in a run, as MAX_BINS bounds the bins
 
 _DURATION_SCHEMA = {
@@ -236,7 +235,6 @@ class Population(_Section):
     initial_users: Number = Field(default=0.0, ge=0, le=1e11)
     downloads: Rate | None = None
     downloads_csv: str | None = Field(default=None, min_length=1)
-
     surge: list[Surge] = []
     activation: Fraction = 1.0
     requests_per_user: Rate = 0.0
@@ -323,7 +321,6 @@ class Autoscale(_Section):
 
     metric: Literal["utilization", "queue"] = "utilization"
     target: Number = Field(default=0.7, gt=0, le=1e9)
-
     interval: Duration = Field(default=60.0, gt=0)
     delay: Duration = 300.0
     cooldown: Duration = 300.0
@@ -526,7 +523,6 @@ def validate_scenario(
             raise _located(
                 f"{what}: {csv_path}", ("population", "downloads_csv"), file, text, overridden
             )
-
     _check_across_keys(scenario, file, text, overridden)
     return scenario
 
@@ -554,7 +550,6 @@ def _check_across_keys(scenario: Scenario, file: str | Path, text: str, overridd
                 overridden,
             )
     autoscale = scenario.capacity.autoscale
-
     if autoscale is not None:
         steps = scenario.scenario.duration / autoscale.interval
         if steps > MAX_CONTROL_STEPS:
