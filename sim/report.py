@@ -55,7 +55,9 @@ def _signals_held():
     came: list[tuple[int, Any]] = []
     previous = {}
     for number in (signal.SIGINT, signal.SIGTERM):
-        previous[number] = signal.signal(number, lambda n, frame: came.append((n, frame)))
+        if signal.getsignal(number) is not None:  # None: set outside Python, left alone
+            previous[number] = signal.signal(number, lambda n, frame: came.append((n, frame)))
+
     try:
         yield
     finally:
