@@ -16,6 +16,7 @@ from sim.metrics import Recorder, Timeseries
 from sim.outages import analyse_outages
 from sim.parameters import scenario_parameters, scenario_slo
 from sim.scenario import Scenario
+from sim.scenario_model import MAX_SCALE
 from sim.units import format_duration
 from sim.workload import Demand
 
@@ -43,12 +44,18 @@ def estimate_requests(scenario: Scenario, demand: Demand | None = None) -> float
 def check_size(scenario: Scenario, demand: Demand | None = None, force: bool = False) -> float:
     """Refuse (RunTooLargeError) a DES run estimated above 50M simulated requests, unless forced."""
     estimate = estimate_requests(scenario, demand)
+    if not math.isfinite(estimate):
+        raise RunTooLargeError("the demand of this run overflows: lower its rates or duration")
     if scenario.scenario.engine == "des" and estimate > MAX_SIMULATED_REQUESTS and not force:
         suggested = scenario.scenario.scale * math.ceil(estimate / (MAX_SIMULATED_REQUESTS / 2))
+        remedy = (
+            f"use --set scenario.scale={suggested:g}, --engine fluid, or --force"
+            if suggested <= MAX_SCALE
+            else "use --engine fluid (no scale small enough would do)"
+        )
         raise RunTooLargeError(
             f"this run would simulate about {estimate:,.0f} requests (limit "
-            f"{MAX_SIMULATED_REQUESTS:,}); use --set scenario.scale={suggested:g}, "
-            "--engine fluid, or --force"
+            f"{MAX_SIMULATED_REQUESTS:,}); {remedy}"
         )
     return estimate
 
@@ -59,7 +66,7 @@ def simulate(scenario: Scenario, *, progress=None, force: bool = True) -> Result
     demand = Demand(scenario)
     check_size(scenario, demand, force=force)
     meta = scenario.scenario
-    n_bins = math.ceil(meta.duration / meta.bin - 1e-9)
+    n_bins = max(1, math.ceil(meta.duration / meta.bin - 1e-9))
     recorder = Recorder(n_bins, meta.bin, meta.scale)
     if meta.engine == "fluid":
         from sim.engine.fluid import FluidEngine

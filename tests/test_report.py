@@ -152,7 +152,8 @@ def test_run_writes_every_file_whole_and_readable(runs):
     names = sorted(p.name for p in runs["storm"].iterdir())
     assert names == sorted(
         ["summary.json", "timeseries.csv", "queue.png", "load.png", "latency.png",
-         "outcomes.png", "dashboard.png", "report.html", "report.md"]
+         "outcomes.png", "dashboard.png", "report.html", "report.md", "scenario.toml",
+         "provenance.json"]
     )  # fmt: skip
     for name in names:
         path = runs["storm"] / name
@@ -229,10 +230,12 @@ def test_markdown_links_only_to_files_that_exist(runs):
 
 
 def test_charts_off_writes_the_data_only(tmp_path):
-    """write_report(charts=False) writes summary.json and timeseries.csv and nothing else."""
+    """write_report(charts=False) writes the data and its provenance, no chart or report."""
     result = sim.simulate(parse_scenario(STORM.replace('"1h"', '"5min"')))
     sim.write_report(result, tmp_path, charts=False)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json", "timeseries.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "provenance.json", "scenario.toml", "summary.json", "timeseries.csv"
+    ]  # fmt: skip
 
 
 def test_hostile_scenario_text_shows_as_text(tmp_path):

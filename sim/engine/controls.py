@@ -181,7 +181,7 @@ def _planner(engine, planner: DailyPlanner):
 
 def _fault(engine, fault: Fault, active: list[Fault]):
     env = engine.env
-    yield env.timeout(fault.at)
+    yield env.timeout(max(0.0, fault.at))
     active.append(fault)
     engine.set_fault(*combine_faults(active))
     engine.recorder.add_event(env.now, "fault", fault_label(fault))
