@@ -287,7 +287,10 @@ class Service(_Section):
     discipline: Literal["fifo", "lifo"] = "fifo"
     drop_expired: bool = False
     error_rate: Fraction = 0.0
+    # Serve newest first while more than this many wait (adaptive LIFO under overload).
     lifo_over: int | None = Field(default=None, ge=0)
+    # CoDel-style shedding, simplified: work that waited longer than this when a server
+    # reaches it is rejected (its client may retry); no CoDel interval or drop schedule.
     sojourn_limit: Duration | None = Field(default=None, gt=0)
 
 
