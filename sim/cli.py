@@ -120,6 +120,7 @@ SET_HELP = "Override a scenario key, e.g. --set service.servers=12 (repeatable; 
 )
 def run(file, out_dir, assignments, seed, engine, force, no_charts, quiet, debug, reps) -> None:
     """Simulate FILE and write its report (summary.json, timeseries.csv, charts)."""
+    _terminate_as_interrupt()
     with _guard(debug):
         from sim.report import write_report
         from sim.run import check_size, simulate
@@ -159,6 +160,19 @@ def _writable(out: Path) -> None:
         raise UsageError(f"cannot write the report to {out}: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UsageError(f"cannot write the report to {out}: {existing} is not writable")
+
+
+def _terminate_as_interrupt() -> None:
+    """SIGTERM (a scheduler or `kill` stopping a long run) ends it like Ctrl-C: what was
+    simulated is written and the exit status is 130."""
+    import signal
+    import threading
+
+    def interrupt(_signum, _frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
 
 
 def _demand(file: str, scenario):

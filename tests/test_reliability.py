@@ -157,11 +157,13 @@ def _cpu_seconds(pid: int) -> float:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_ctrl_c_during_a_real_run_writes_a_whole_marked_report_and_exits_130(
-    tmp_path: Path,
+    tmp_path: Path, signum: int
 ) -> None:
-    """SIGINT mid-run: exit 130 soon after, a whole summary marked interrupted, a time series
-    shorter than the full run, the charts and provenance, and no temporary files."""
+    """SIGINT (Ctrl-C) or SIGTERM mid-run: exit 130 soon after, a whole summary marked
+    interrupted, a time series shorter than the full run, the charts and provenance, and no
+    temporary files."""
     scenario = tmp_path / "long.toml"
     scenario.write_text(LONG, encoding="utf-8")
     out = tmp_path / "out"
@@ -177,7 +179,7 @@ def test_ctrl_c_during_a_real_run_writes_a_whole_marked_report_and_exits_130(
         while _cpu_seconds(process.pid) < 1.5 and process.poll() is None:
             assert time.monotonic() < deadline, "the run never got going"
             time.sleep(0.05)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         stdout, stderr = process.communicate(timeout=30)
     finally:
         if process.poll() is None:
