@@ -7,7 +7,6 @@ Exit status: 0 ran; 2 bad scenario or arguments (one message, no traceback); 1 a
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import traceback
@@ -124,9 +123,11 @@ def run(file, out_dir, assignments, seed, engine, force, no_charts, quiet, debug
     with _guard(debug):
         from sim.report import write_report
         from sim.run import check_size, simulate
+        from sim.workload import Demand
 
         scenario = _load(file, assignments, seed, engine)
-        check_size(scenario, _demand(file, scenario), force=force)
+        demand = Demand(scenario)
+        check_size(scenario, demand, force=force)
         out = Path(out_dir) if out_dir else Path("reports") / scenario.scenario.name
         _writable(out)
         started_at = datetime.now(UTC)
@@ -135,7 +136,7 @@ def run(file, out_dir, assignments, seed, engine, force, no_charts, quiet, debug
 
             result = replicate(scenario, reps, progress=False if quiet else None)
         else:
-            result = simulate(scenario, progress=_progress_bar(quiet), force=True)
+            result = simulate(scenario, progress=_progress_bar(quiet), demand=demand)
         result.extra.setdefault("started_at", started_at)
         if reps > 1:
             write_bands(result, out)  # first: the charts draw the bands from the folder
@@ -173,25 +174,6 @@ def _terminate_as_interrupt() -> None:
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, interrupt)
-
-
-def _demand(file: str, scenario):
-    """The scenario's Demand; refused (exit 2) even with --force when it overflows, as its
-    size cannot be estimated and a run could never end."""
-    import numpy as np
-
-    from sim.run import estimate_requests
-    from sim.workload import Demand
-
-    with np.errstate(over="ignore", invalid="ignore"):
-        demand = Demand(scenario)
-        estimate = estimate_requests(scenario, demand)
-    if not math.isfinite(estimate):
-        raise RunTooLargeError(
-            f"{file}: the demand overflows (rates, surge factors and users multiply to more "
-            "than a number can hold); check arrivals, surges and population"
-        )
-    return demand
 
 
 def _progress_bar(quiet: bool):
@@ -249,9 +231,10 @@ def check(file, assignments, debug) -> None:
     """Validate FILE without running it; print what a run would simulate."""
     with _guard(debug):
         from sim.run import check_size, estimate_requests
+        from sim.workload import Demand
 
         scenario = _load(file, assignments)
-        demand = _demand(file, scenario)
+        demand = Demand(scenario)
         estimate = estimate_requests(scenario, demand)
         click.echo(
             f"{file}: ok ({scenario.scenario.name}, about {estimate:,.0f} simulated requests "

@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from sim import __version__
 from sim.errors import RunTooLargeError
 from sim.metrics import Recorder, Timeseries
@@ -34,9 +36,17 @@ class Result:
 
 
 def estimate_requests(scenario: Scenario, demand: Demand | None = None) -> float:
-    """Expected simulated attempts of a DES run (fresh requests and, at worst, every retry)."""
+    """Expected simulated attempts of a DES run: fresh requests and one retry each (a heavy
+    retry storm can make more). Demand that overflows is refused (RunTooLargeError): its run
+    could never end."""
     demand = demand or Demand(scenario)
-    fresh = demand.expected_total() / scenario.scenario.scale
+    with np.errstate(over="ignore", invalid="ignore"):
+        fresh = demand.expected_total() / scenario.scenario.scale
+    if not math.isfinite(fresh):
+        raise RunTooLargeError(
+            "the demand overflows (rates, surge factors and users multiply to more than a "
+            "number can hold); check arrivals, surges and population"
+        )
     retries = scenario.client.retries if scenario.client else 0
     return fresh * (1 + min(retries, 1))
 
@@ -44,8 +54,6 @@ def estimate_requests(scenario: Scenario, demand: Demand | None = None) -> float
 def check_size(scenario: Scenario, demand: Demand | None = None, force: bool = False) -> float:
     """Refuse (RunTooLargeError) a DES run estimated above 50M simulated requests, unless forced."""
     estimate = estimate_requests(scenario, demand)
-    if not math.isfinite(estimate):
-        raise RunTooLargeError("the demand of this run overflows: lower its rates or duration")
     if scenario.scenario.engine == "des" and estimate > MAX_SIMULATED_REQUESTS and not force:
         suggested = scenario.scenario.scale * math.ceil(estimate / (MAX_SIMULATED_REQUESTS / 2))
         remedy = (
@@ -60,10 +68,13 @@ def check_size(scenario: Scenario, demand: Demand | None = None, force: bool = F
     return estimate
 
 
-def simulate(scenario: Scenario, *, progress=None, force: bool = True) -> Result:
-    """Run a scenario with its engine and return the Result (nothing is written)."""
+def simulate(
+    scenario: Scenario, *, progress=None, force: bool = True, demand: Demand | None = None
+) -> Result:
+    """Run a scenario with its engine and return the Result (nothing is written); `demand`,
+    when the caller has built it already, saves building it again."""
     wall_start = time.perf_counter()
-    demand = Demand(scenario)
+    demand = demand or Demand(scenario)
     check_size(scenario, demand, force=force)
     meta = scenario.scenario
     n_bins = max(1, math.ceil(meta.duration / meta.bin - 1e-9))

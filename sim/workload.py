@@ -165,8 +165,11 @@ class Demand:
         # Values just inside each cell's ends (a jump at a cell edge stays exact).
         width = np.diff(self.t)
         inset = np.minimum(width * 1e-6, 1e-6)
-        self.left = self._rate(self.t[:-1] + inset)
-        self.right = self._rate(self.t[1:] - inset)
+        # Rates that multiply out past a float become inf, which `run.estimate_requests`
+        # refuses; the overflow itself is not worth a warning.
+        with np.errstate(over="ignore", invalid="ignore"):
+            self.left = self._rate(self.t[:-1] + inset)
+            self.right = self._rate(self.t[1:] - inset)
 
     # -- the rate, evaluated directly ------------------------------------------------------
     def _daily_cycle(self, t: np.ndarray) -> np.ndarray:
