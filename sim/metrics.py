@@ -80,13 +80,14 @@ def histogram_percentiles(counts: np.ndarray, quantiles: tuple[float, ...]) -> l
     return out
 
 
-def _bucket_counts(latencies: list[float] | np.ndarray) -> np.ndarray:
+def bucket_counts(latencies, weights=None) -> np.ndarray:
+    """Counts (or summed `weights`) of latencies in the buckets of HIST_EDGES."""
     values = np.asarray(latencies, dtype=float)
     index = np.floor(
         (np.log10(np.maximum(values, HIST_MIN_S)) - math.log10(HIST_MIN_S)) * HIST_PER_DECADE
     )
     index = np.clip(index.astype(np.int64), 0, len(HIST_EDGES) - 2)
-    return np.bincount(index, minlength=len(HIST_EDGES) - 1)
+    return np.bincount(index, weights=weights, minlength=len(HIST_EDGES) - 1)
 
 
 class Recorder:
@@ -129,7 +130,7 @@ class Recorder:
         """Fold the buffered latencies of the current bin into its histogram (bounds memory)."""
         if not self.latencies:
             return
-        counts = _bucket_counts(self.latencies)
+        counts = bucket_counts(self.latencies)
         self._bin_hist = counts if self._bin_hist is None else self._bin_hist + counts
         values = self.latencies
         self.latency_sum += math.fsum(values)

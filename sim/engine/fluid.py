@@ -49,7 +49,7 @@ from sim.engine.controls import (
     planned_changes,
 )
 from sim.engine.des import RETRY_BUDGET_BURST, THROTTLE_SLOTS, service_time_draw
-from sim.metrics import HIST_EDGES, Recorder, histogram_percentiles
+from sim.metrics import HIST_EDGES, Recorder, bucket_counts, histogram_percentiles
 from sim.scenario import Backoff, Scenario, ServiceTime
 from sim.workload import Demand
 
@@ -607,10 +607,8 @@ class FluidEngine:
     def _latency_hist(self, waits: np.ndarray, masses: np.ndarray, slowdowns: np.ndarray):
         """Weighted latency histogram of served masses: wait plus each service quantile."""
         latency = waits[:, None] + slowdowns[:, None] * self.quantiles[None, :]
-        index = np.searchsorted(HIST_EDGES, latency.ravel(), side="right") - 1
-        index = np.clip(index, 0, len(HIST_EDGES) - 2)
         weight = (masses[:, None] * self.quantile_weights[None, :]).ravel()
-        return np.bincount(index, weights=weight, minlength=len(HIST_EDGES) - 1), latency.max()
+        return bucket_counts(latency.ravel(), weight), latency.max()
 
     def _close_bin(self, b: int) -> None:
         recorder = self.recorder
