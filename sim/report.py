@@ -28,7 +28,6 @@ import numpy as np
 
 from sim.errors import UsageError
 from sim.metrics import TIMESERIES_COLUMNS, Timeseries
-from sim.parameters import scenario_parameters, scenario_slo
 
 REPORT_NAMES = ("report.html", "report.md")
 COMPARE_REPORT_NAMES = ("compare.html", "compare.md")
@@ -137,21 +136,6 @@ def _cell(value) -> str:
     return f"{value:.6g}"
 
 
-def report_summary(result) -> dict[str, Any]:
-    """The run's summary with what a report needs from its scenario added.
-
-    Adds `description`, `bin_s`, `parameters` and `slo`, so the report can be redrawn from
-    summary.json and timeseries.csv alone; keys the summary already has are kept.
-    """
-    scenario = result.scenario
-    summary = dict(result.summary)
-    summary.setdefault("description", scenario.scenario.description)
-    summary.setdefault("bin_s", scenario.scenario.bin)
-    summary.setdefault("slo", scenario_slo(scenario))
-    summary.setdefault("parameters", scenario_parameters(scenario))
-    return summary
-
-
 # -- reading a run back ----------------------------------------------------------------------
 def read_timeseries(path: str | Path, start: datetime | None = None, bin_s=None) -> Timeseries:
     """Load a timeseries.csv into a Timeseries (empty cells become NaN; `time` is dropped)."""
@@ -228,7 +212,7 @@ def write_report(result, out_dir: str | Path, *, charts: bool = True) -> Path:
     """Write everything `outage-sim run` writes for a Result into `out_dir`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "summary.json", summary_json(report_summary(result)))
+    atomic_write(out / "summary.json", summary_json(result.summary))
     atomic_write(out / "timeseries.csv", timeseries_csv(result.timeseries))
     from sim.report_provenance import started_from_wall_time, write_provenance
 

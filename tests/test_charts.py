@@ -15,7 +15,6 @@ from matplotlib.lines import Line2D
 import sim
 from sim import charts
 from sim.metrics import Timeseries
-from sim.report import report_summary
 from sim.scenario import parse_scenario
 
 SCENARIO = """\
@@ -55,7 +54,7 @@ BUDGET = SCENARIO.replace("retries = 3", "retries = 3\nretry_budget = 0.1")
 def run(text: str) -> tuple[dict, Timeseries]:
     """(summary with the report's keys, Timeseries) of a scenario text."""
     result = sim.simulate(parse_scenario(text))
-    return report_summary(result), result.timeseries
+    return result.summary, result.timeseries
 
 
 @pytest.fixture(scope="module")
