@@ -52,13 +52,10 @@ def outage_windows(
 
 
 def trigger_ends(scenario: Scenario, ts: Timeseries, events: list[dict]) -> list[float]:
-    """Times where a trigger ended inside the run: surges, faults, demand above capacity."""
+    """Times where a trigger ended inside the run: a surge or a fault (from the run's
+    timeline of events), or a stretch of fresh demand above capacity."""
     duration = float(ts["t_s"][-1] + ts.bin_s) if len(ts) else 0.0
-    ends = [e["t_s"] for e in events if e["kind"] == "fault_end"]
-    surges = list(scenario.arrivals.surge)
-    if scenario.population is not None:
-        surges += scenario.population.surge
-    ends += [s.at + s.duration for s in surges if s.duration is not None]
+    ends = [e["t_s"] for e in events if e["kind"] in ("fault_end", "surge_end")]
     over = ts["demand_rps"] > ts["capacity_rps"]
     for i in np.flatnonzero(over[:-1] & ~over[1:]):
         ends.append(float(ts["t_s"][i + 1]))

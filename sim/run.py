@@ -139,8 +139,9 @@ def build_summary(scenario, recorder, timeseries, engine, end_s: float, wall_s: 
         "utilization": min(busy_area / server_area, 1.0) if server_area > 0 else math.nan,
         "queue": queue,
     }
-    summary.update(analyse_outages(scenario, timeseries, recorder.events))
-    summary["timeline"] = sorted(recorder.events + _surge_events(scenario), key=lambda e: e["t_s"])
+    timeline = sorted(recorder.events + _surge_events(scenario), key=lambda e: e["t_s"])
+    summary.update(analyse_outages(scenario, timeseries, timeline))
+    summary["timeline"] = timeline
     summary["interrupted"] = bool(getattr(engine, "interrupted", False))
     summary["wall_time_s"] = wall_s
     summary["events"] = engine.simulated_events()
