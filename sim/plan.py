@@ -1,7 +1,14 @@
 """Capacity search: the least value of a parameter that meets the SLO with confidence.
 
-A value *meets* the SLO when at least `confidence` of its replications ran without an outage
-(a failed run counts as a miss). The search assumes that more of the parameter never hurts
+A value *meets* the SLO when its runs show, at confidence `confidence`, that a run is free of
+outages with probability at least `confidence`: the one-sided Clopper-Pearson lower bound on
+that probability, from k clean runs of n (a failed run counts as a miss), is at least
+`confidence`. A raw share would not do: 9 clean runs of 10 have a share of 0.9, yet a service
+that passes only 75% of the time shows them in 24% of plans. The bound makes such a false pass
+at most 1 - confidence likely for any pass probability under the target, and it sets a floor
+on `reps`: even n clean runs bound the probability only by (1 - confidence)^(1/n), so 0.9
+needs 22 runs (`reps_needed`); with fewer, no value can meet and the plan says so in its
+`warnings`. The search assumes that more of the parameter never hurts
 (more servers, a longer timeout budget...) and bisects the integers between `lo` and `hi`:
 about log2(hi - lo) probes of `reps` runs each. Every probe uses the same seeds (common random
 numbers), so neighbouring values are compared on the same traffic, and its evidence (each
@@ -10,12 +17,57 @@ run's outage time and success ratio) goes into plan.json.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scipy.stats import beta
+
 from sim.errors import UsageError
 from sim.sweep import Job, Runner, point_scenarios, replication_seed
+
+RULE = (
+    "a value meets the SLO when the one-sided Clopper-Pearson lower bound, at `confidence`, "
+    "on the probability that a run has no outage is at least `confidence`"
+)
+
+
+def lower_bound(clean: int, runs: int, confidence: float) -> float:
+    """One-sided Clopper-Pearson lower bound, at `confidence`, on the pass probability that
+    `clean` passing runs of `runs` show (0 when none passed)."""
+    if not 0 <= clean <= runs or runs < 1:
+        raise ValueError(f"lower_bound needs 0 <= clean <= runs and runs >= 1, got {clean}, {runs}")
+    if clean == 0:
+        return 0.0
+    return float(beta.ppf(1 - confidence, clean, runs - clean + 1))
+
+
+def _reaches(bound: float, confidence: float) -> bool:
+    return bound >= confidence
+
+
+def reps_needed(confidence: float) -> int | None:
+    """Least number of runs whose all-clean outcome meets `confidence` (None for 1 or more)."""
+    if confidence >= 1:
+        return None
+    # (1 - c)^(1/n) >= c  <=>  n >= ln(1 - c) / ln(c); the loop settles the last rounding.
+    runs = max(1, math.ceil(math.log(1 - confidence) / math.log(confidence)) - 1)
+    while not _reaches(lower_bound(runs, runs, confidence), confidence):
+        runs += 1
+    return runs
+
+
+def reach_warning(reps: int, confidence: float) -> str | None:
+    """The warning for `reps` too few to reach `confidence` at all, or None when enough."""
+    needed = reps_needed(confidence)
+    if needed is None or reps >= needed:
+        return None
+    best = lower_bound(reps, reps, confidence)
+    return (
+        f"--reps {reps} cannot reach --confidence {confidence:g}: even {reps} clean runs of "
+        f"{reps} bound the pass probability only by {best:.3f}; use --reps {needed} or more"
+    )
 
 
 @dataclass
@@ -24,7 +76,9 @@ class Probe:
 
     value: int
     meets: bool
-    share: float  # share of replications without an outage (failed runs count as outages)
+    clean: int  # replications without an outage (a failed run is not clean)
+    share: float  # clean / replications
+    lower_bound: float  # Clopper-Pearson, at the plan's confidence, on the pass probability
     runs: list[dict[str, Any]]
 
 
@@ -39,6 +93,9 @@ class Plan:
     reps: int
     confidence: float
     seeds: list[int]
+    reps_needed: int | None = None  # least reps that can reach `confidence`
+    rule: str = RULE
+    warnings: list[str] = field(default_factory=list)
     value: int | None = None
     probes: list[Probe] = field(default_factory=list)
 
@@ -52,7 +109,7 @@ def plan(
     param: str,
     lo: int,
     hi: int,
-    reps: int = 10,
+    reps: int | None = None,
     confidence: float = 0.9,
     workers: int | None = None,
     dask_address=None,
@@ -62,18 +119,28 @@ def plan(
     overrides: dict | None = None,
     force: bool = False,
 ) -> Plan:
-    """Find the least integer `param` in [lo, hi] meeting the SLO in `confidence` of `reps`."""
+    """Find the least integer `param` in [lo, hi] meeting the SLO with `confidence` (see the
+    module docstring); `reps` defaults to the least number that can reach it."""
     if not lo <= hi:
         raise UsageError(f"--lo must not exceed --hi, got {lo} > {hi}")
+    if not 0 < confidence < 1:
+        raise UsageError(
+            f"--confidence is a probability strictly between 0 and 1 (no finite number of runs "
+            f"proves a pass probability of 1, so it must be below 1), got {confidence}"
+        )
+    needed = reps_needed(confidence)
+    if reps is None:
+        reps = needed
     if reps < 1:
         raise UsageError(f"--reps must be at least 1, got {reps}")
-    if not 0 < confidence <= 1:
-        raise UsageError(f"--confidence is a share in (0, 1], got {confidence}")
     if param == "scenario.seed":
         raise UsageError("scenario.seed cannot be planned: replications choose the seeds")
     base, *_ = point_scenarios(scenario_path, [{param: lo}, {param: hi}], overrides, force)
     seeds = [replication_seed(base.scenario.seed, r) for r in range(reps)]
-    result = Plan(str(scenario_path), param, lo, hi, reps, confidence, seeds)
+    result = Plan(str(scenario_path), param, lo, hi, reps, confidence, seeds, needed)
+    warning = reach_warning(reps, confidence)
+    if warning is not None:
+        result.warnings.append(warning)  # still probes hi: its evidence shows how far off
     file = str(Path(scenario_path).resolve())
     with Runner(workers, dask_address) as runner:
 
@@ -124,9 +191,15 @@ def _probe(value: int, rows: list[dict], confidence: float) -> Probe:
         for row in rows
     ]
     clean = sum(1 for row in rows if not row["error"] and row["outage_total_s"] == 0)
-    share = clean / len(rows)
-    # A small tolerance so that, e.g., 9 of 10 meets a confidence of 0.9 despite rounding.
-    return Probe(value=value, meets=share >= confidence - 1e-9, share=share, runs=runs)
+    bound = lower_bound(clean, len(rows), confidence)
+    return Probe(
+        value=value,
+        meets=_reaches(bound, confidence),
+        clean=clean,
+        share=clean / len(rows),
+        lower_bound=bound,
+        runs=runs,
+    )
 
 
 def write_plan(result: Plan, out_dir: str | Path) -> Path:
@@ -139,14 +212,15 @@ def write_plan(result: Plan, out_dir: str | Path) -> Path:
 
 
 def describe(result: Plan) -> str:
-    """One line per probe, in the order run: value, runs without an outage, verdict."""
-    lines = []
+    """The warnings, then one line per probe in the order run: value, runs without an outage,
+    the lower bound on the pass probability, verdict."""
+    lines = [f"  warning: {warning}" for warning in result.warnings]
     for probe in result.probes:
-        clean = round(probe.share * len(probe.runs))
         verdict = "meets" if probe.meets else "misses"
         lines.append(
-            f"  {result.param} = {probe.value}: {clean} of {len(probe.runs)} runs without an "
-            f"outage ({verdict} {result.confidence:.0%})"
+            f"  {result.param} = {probe.value}: {probe.clean} of {len(probe.runs)} runs without "
+            f"an outage; pass probability >= {probe.lower_bound:.3f} at {result.confidence:.0%} "
+            f"confidence ({verdict} {result.confidence:g})"
         )
     if result.value is None:
         lines.append(f"  even {result.param} = {result.hi} misses the SLO")
