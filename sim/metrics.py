@@ -1,8 +1,20 @@
 """The one contract between the engines and the analysis: a Recorder in, a Timeseries out.
 
-The Recorder keeps per-bin counters, time integrals and snapshots, and latency as a fixed
-log-spaced histogram per bin (percentiles within about 3%), never a list of every request:
-its memory grows with the number of bins, not with the number of requests.
+The Recorder keeps per-bin counters, time integrals and snapshots, and two latency views, each
+a fixed log-spaced histogram per bin (percentiles within about 3%), never a list of every
+request:
+
+- client latency, what clients see: per request that succeeded, from its first send to its
+  success (retries and backoff waits included), counted in the request's first-arrival bin;
+- server latency: the time in system of every completed attempt, abandoned work included,
+  counted in its completion bin.
+
+Memory grows with bins, not requests: a bin's histogram lives only while the bin can still
+receive latencies (a server bin until it closes; a client bin until every request that first
+arrived in it is decided, or the engine settles it), then it is reduced to three percentiles
+and folded into the whole run's histogram. With a client timeout the open client bins span
+the longest life of a request, (retries + 1) · timeout + backoffs; without one, as many bins
+as hold requests still waiting. Each open bin costs one histogram (440 floats, 3.5 kB).
 Engines write simulated units; `Recorder.timeseries` reports real units (times `scale`).
 """
 
@@ -34,7 +46,11 @@ HIST_EDGES = np.logspace(
     math.log10(HIST_MIN_S) + HIST_DECADES,
     HIST_DECADES * HIST_PER_DECADE + 1,
 )
-_FLUSH = 65536
+HIST_BUCKETS = len(HIST_EDGES) - 1
+QUANTILES = (0.5, 0.95, 0.99)
+# A client bin is decided when its undecided share of fresh requests is below this (the fluid
+# engine's masses are floats; the DES's counts are exact).
+DECIDED_REL = 1e-9
 TIMESERIES_COLUMNS = (
     "t_s",
     "time",
@@ -59,13 +75,17 @@ TIMESERIES_COLUMNS = (
     "success_ratio",
     "fresh_ok",
     "fresh_failed",
+    # The server's view: time in system of completed attempts, abandoned work included.
+    "server_latency_p50",
+    "server_latency_p95",
+    "server_latency_p99",
 )
 
 
 def histogram_percentiles(counts: np.ndarray, quantiles: tuple[float, ...]) -> list[float]:
     """Quantiles from log-bucket counts, interpolated geometrically inside the bucket."""
     total = counts.sum()
-    if total == 0:
+    if total <= 0:
         return [math.nan] * len(quantiles)
     cumulative = np.cumsum(counts)
     out = []
@@ -80,23 +100,128 @@ def histogram_percentiles(counts: np.ndarray, quantiles: tuple[float, ...]) -> l
     return out
 
 
-def bucket_counts(latencies, weights=None) -> np.ndarray:
-    """Counts (or summed `weights`) of latencies in the buckets of HIST_EDGES."""
-    values = np.asarray(latencies, dtype=float)
+def bucket_index(latencies_s) -> np.ndarray:
+    """The bucket of HIST_EDGES each latency falls in (out-of-range ones in the end buckets)."""
+    values = np.asarray(latencies_s, dtype=float)
     index = np.floor(
         (np.log10(np.maximum(values, HIST_MIN_S)) - math.log10(HIST_MIN_S)) * HIST_PER_DECADE
     )
-    index = np.clip(index.astype(np.int64), 0, len(HIST_EDGES) - 2)
-    return np.bincount(index, weights=weights, minlength=len(HIST_EDGES) - 1)
+    return np.clip(index.astype(np.int64), 0, HIST_BUCKETS - 1)
+
+
+def bucket_counts(latencies_s, weights=None) -> np.ndarray:
+    """Counts (or summed `weights`) of latencies in the buckets of HIST_EDGES."""
+    return np.bincount(bucket_index(latencies_s), weights=weights, minlength=HIST_BUCKETS)
+
+
+class LatencyBins:
+    """Latency histograms by bin, each kept only until its bin is settled.
+
+    `add` folds latencies (optionally weighted) into the histograms of their bins; `settle(b)`
+    reduces bin b to its percentiles and merges it into the whole run's histogram. Adding to a
+    settled bin is an engine's bug and raises ValueError.
+    """
+
+    def __init__(self, n_bins: int) -> None:
+        self.n_bins = n_bins
+        self.pct = np.full((n_bins, len(QUANTILES)), np.nan)
+        self.open: dict[int, np.ndarray] = {}
+        self.settled = np.zeros(n_bins, dtype=bool)
+        self.hist = np.zeros(HIST_BUCKETS)  # settled bins, summed
+        self.count = 0.0
+        self.total_s = 0.0
+        self.max_s = -math.inf
+
+    def add(self, bins, latencies_s, weights=None) -> None:
+        """Add latencies (seconds) in `bins` (one int, or one per latency), `weights` or 1 each."""
+        values = np.asarray(latencies_s, dtype=float).ravel()
+        if values.size == 0:
+            return
+        index = bucket_index(values)
+        where = np.broadcast_to(np.asarray(bins, dtype=np.int64), values.shape)
+        if weights is None:
+            mass = None
+            self.count += values.size
+            self.total_s += float(values.sum())
+            self.max_s = max(self.max_s, float(values.max()))
+        else:
+            mass = np.broadcast_to(np.asarray(weights, dtype=float), values.shape)
+            self.count += float(mass.sum())
+            self.total_s += float(values @ mass)
+            if (mass > 0).any():
+                self.max_s = max(self.max_s, float(values[mass > 0].max()))
+        first = int(where[0])
+        if (where == first).all():
+            self._fold(first, np.bincount(index, weights=mass, minlength=HIST_BUCKETS))
+            return
+        bins_seen, inverse = np.unique(where, return_inverse=True)
+        flat = np.bincount(
+            inverse * HIST_BUCKETS + index, weights=mass, minlength=len(bins_seen) * HIST_BUCKETS
+        )
+        for b, counts in zip(bins_seen.tolist(), flat.reshape(-1, HIST_BUCKETS), strict=True):
+            self._fold(b, counts)
+
+    def add_histogram(self, b: int, counts: np.ndarray, latency_sum_s: float, max_s: float):
+        """Add latencies already bucketed on HIST_EDGES (weighted `counts`) to bin `b`.
+
+        `latency_sum_s` is their weighted sum (for the mean), `max_s` the largest of them.
+        """
+        counts = np.asarray(counts, dtype=float)
+        mass = float(counts.sum())
+        if mass <= 0:
+            return
+        self.count += mass
+        self.total_s += float(latency_sum_s)
+        self.max_s = max(self.max_s, float(max_s))
+        self._fold(b, counts)
+
+    def _fold(self, b: int, counts: np.ndarray) -> None:
+        if self.settled[b]:
+            raise ValueError(f"latency added to bin {b} after it was settled")
+        hist = self.open.get(b)
+        if hist is None:
+            self.open[b] = counts.astype(float)
+        else:
+            hist += counts
+
+    def settle(self, b: int) -> None:
+        """Bin b will receive no more latencies: keep its percentiles, free its histogram."""
+        self.settled[b] = True
+        hist = self.open.pop(b, None)
+        if hist is not None:
+            self.pct[b] = histogram_percentiles(hist, QUANTILES)
+            self.hist += hist
+
+    def percentiles(self, n: int) -> np.ndarray:
+        """(n, 3) p50, p95, p99 of the first n bins (open bins: from what they hold so far)."""
+        pct = self.pct[:n].copy()
+        for b, hist in self.open.items():
+            if b < n:
+                pct[b] = histogram_percentiles(hist, QUANTILES)
+        return pct
+
+    def summary(self) -> dict:
+        """Mean, p50, p95, p99 and max over every latency added (NaN when none)."""
+        hist = self.hist.copy()
+        for counts in self.open.values():
+            hist += counts
+        if self.count <= 0:
+            return dict.fromkeys(("mean", "p50", "p95", "p99", "max"), math.nan)
+        top = self.max_s
+        # Interpolation inside the top bucket must not pass the largest value seen.
+        p50, p95, p99 = (min(p, top) for p in histogram_percentiles(hist, QUANTILES))
+        return {"mean": self.total_s / self.count, "p50": p50, "p95": p95, "p99": p99, "max": top}
 
 
 class Recorder:
     """Streaming per-bin statistics of one run, written by an engine as it goes.
 
     Engines add to the counter lists at index `b` (the current bin), add time integrals
-    (`busy_area`, `queue_area`, `server_area`, `capacity_area`, in unit-seconds), append the
-    time in system of each completed attempt to `latencies` and call `close_bin(b, ...)` once
-    per bin, in order, with the state at the bin's end.
+    (`busy_area`, `queue_area`, `server_area`, `capacity_area`, in unit-seconds), feed
+    latencies through `add_client_latencies` / `add_server_latencies` (or the pre-bucketed
+    `add_*_histogram`) and call `close_bin(b, ...)` once per bin, in order, with the state at
+    the bin's end. Latencies must be added before the `close_bin` that ends their bin (server)
+    or decides their request (client): see `close_bin`.
     """
 
     def __init__(self, n_bins: int, bin_s: float, scale: float = 1.0) -> None:
@@ -112,13 +237,8 @@ class Recorder:
         self.queue_end = [0] * n_bins
         self.busy_end = [0] * n_bins
         self.servers_end = [0] * n_bins
-        self.latency_pct = np.full((n_bins, 3), np.nan)
-        self.latencies: list[float] = []
-        self._bin_hist: np.ndarray | None = None
-        self.hist = np.zeros(len(HIST_EDGES) - 1, dtype=np.int64)
-        self.latency_sum = 0.0
-        self.latency_count = 0
-        self.latency_max = 0.0
+        self.client_latency = LatencyBins(n_bins)
+        self.server_latency = LatencyBins(n_bins)
         self.started = 0
         self.waited = 0
         self.wait_sum = 0.0
@@ -126,28 +246,46 @@ class Recorder:
         self.events: list[dict] = []
 
     # -- latency ---------------------------------------------------------------------------
-    def flush_latencies(self) -> None:
-        """Fold the buffered latencies of the current bin into its histogram (bounds memory)."""
-        if not self.latencies:
-            return
-        counts = bucket_counts(self.latencies)
-        self._bin_hist = counts if self._bin_hist is None else self._bin_hist + counts
-        values = self.latencies
-        self.latency_sum += math.fsum(values)
-        self.latency_count += len(values)
-        self.latency_max = max(self.latency_max, max(values))
-        values.clear()  # the engine holds this list's append: keep the same list
+    def add_client_latencies(self, fresh_bins, latencies_s, weights=None) -> None:
+        """Requests that succeeded: their first-arrival bins (an int or an int array), the
+        time from first send to success (seconds), and how many simulated requests each
+        stands for (default 1; the fluid engine's masses)."""
+        self.client_latency.add(fresh_bins, latencies_s, weights)
+
+    def add_server_latencies(self, bins, latencies_s, weights=None) -> None:
+        """Completed attempts (abandoned work included): completion bins, time in system."""
+        self.server_latency.add(bins, latencies_s, weights)
+
+    def add_client_histogram(self, fresh_bin: int, counts, latency_sum_s: float, max_s: float):
+        """Client latencies of `fresh_bin` already bucketed on HIST_EDGES (weighted)."""
+        self.client_latency.add_histogram(fresh_bin, counts, latency_sum_s, max_s)
+
+    def add_server_histogram(self, b: int, counts, latency_sum_s: float, max_s: float) -> None:
+        """Server latencies completed in bin `b`, already bucketed on HIST_EDGES (weighted)."""
+        self.server_latency.add_histogram(b, counts, latency_sum_s, max_s)
+
+    def settle_client_bins(self, before_bin: int) -> None:
+        """No request that first arrived before `before_bin` can still succeed: settle them.
+
+        For an engine that knows the longest life of a request (the fluid engine); the DES
+        relies on `close_bin` finding bins whose requests are all decided.
+        """
+        for b in [b for b in self.client_latency.open if b < before_bin]:
+            self.client_latency.settle(b)
+        self.client_latency.settled[: max(0, min(before_bin, self.n_bins))] = True
 
     def close_bin(self, b: int, queue: int, busy: int, servers: int) -> None:
-        """Finish bin `b`: snapshot the state at its end and summarise its latencies."""
+        """Finish bin `b`: snapshot the state at its end, settle its server latencies, and
+        settle every open client bin (up to b) whose fresh requests are all decided."""
         self.queue_end[b] = queue
         self.busy_end[b] = busy
         self.servers_end[b] = servers
-        if self.latencies or self._bin_hist is not None:
-            self.flush_latencies()
-            self.latency_pct[b] = histogram_percentiles(self._bin_hist, (0.5, 0.95, 0.99))
-            self.hist += self._bin_hist
-            self._bin_hist = None
+        self.server_latency.settle(b)
+        fresh, ok, failed = self.fresh, self.fresh_ok, self.fresh_failed
+        client = self.client_latency
+        for k in [k for k in client.open if k <= b]:
+            if fresh[k] - ok[k] - failed[k] <= DECIDED_REL * fresh[k]:
+                client.settle(k)
         self.closed_bins = b + 1
 
     def add_event(self, t_s: float, kind: str, label: str) -> None:
@@ -176,22 +314,24 @@ class Recorder:
         cols["demand_rps"] = np.asarray(demand_rps[:n], dtype=float)
         cols["offered_rps"] = cols["attempts"] / bin_s
         cols["capacity_rps"] = np.asarray(self.capacity_area[:n]) / bin_s * scale / mean_service_s
-        for i, q in enumerate(("latency_p50", "latency_p95", "latency_p99")):
-            cols[q] = self.latency_pct[:n, i].copy()
+        client, server = self.client_latency.percentiles(n), self.server_latency.percentiles(n)
+        for i, q in enumerate(("p50", "p95", "p99")):
+            cols[f"latency_{q}"] = client[:, i]
+            cols[f"server_latency_{q}"] = server[:, i]
         decided = cols["fresh_ok"] + cols["fresh_failed"]
         with np.errstate(divide="ignore", invalid="ignore"):
             cols["success_ratio"] = np.where(decided > 0, cols["fresh_ok"] / decided, np.nan)
         return Timeseries(bin_s=bin_s, start=start, columns=cols)
 
     def latency_summary(self) -> dict:
-        """Mean, p50, p95, p99 and max time in system of all completed attempts."""
-        self.flush_latencies()
-        hist = self.hist + (self._bin_hist if self._bin_hist is not None else 0)
-        mean = self.latency_sum / self.latency_count if self.latency_count else math.nan
-        top = self.latency_max if self.latency_count else math.nan
-        # Interpolation inside the top bucket must not pass the largest value seen.
-        p50, p95, p99 = (min(p, top) for p in histogram_percentiles(hist, (0.5, 0.95, 0.99)))
-        return {"mean": mean, "p50": p50, "p95": p95, "p99": p99, "max": top}
+        """What clients saw: mean, p50, p95, p99 and max latency of the requests that
+        succeeded, first send to success (summary.json `latency_s`)."""
+        return self.client_latency.summary()
+
+    def server_latency_summary(self) -> dict:
+        """Mean, p50, p95, p99 and max time in system of every completed attempt, abandoned
+        work included (summary.json `server_latency_s`)."""
+        return self.server_latency.summary()
 
 
 @dataclass

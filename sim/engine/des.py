@@ -7,11 +7,14 @@ numbers come from numpy in blocks, and the pool keeps its own counters. Rare con
 (capacity schedule, planner, autoscaler, faults) are ordinary SimPy processes in
 `controls.py`, acting through `set_planned_servers` and `set_fault`.
 
-An attempt is a small list `[arrival_t, deadline_t, tries, state, last_backoff_s, fresh_bin]`;
+An attempt is a small list `[arrival_t, deadline_t, tries, state, last_backoff_s, fresh_bin,
+first_t]`;
 its state is LIVE (its client waits), GONE (its client timed out; the server may still do the
 work) or DONE (answered). `fresh_bin` is the bin where its request first arrived: the request's
 final fate (succeeded on some attempt, or failed for good) is counted there, so the SLO's
-success ratio compares like with like and carries no lag noise. Timeouts are all equal, so
+success ratio compares like with like and carries no lag noise; `first_t` is when the request
+was first sent, so a success records what its client saw (first send to success, retries and
+backoff included) beside the attempt's own time in system. Timeouts are all equal, so
 deadlines come in arrival order and one timer event walks them in a deque. The engine writes
 only into a `Recorder`. (Over 400 lines: the request path, the clients and the controls'
 interface share the engine's state, and splitting them would put attribute hops on the path.)
@@ -33,7 +36,7 @@ from sim.metrics import Recorder
 from sim.scenario import Scenario, ServiceTime
 from sim.workload import ArrivalSampler, Demand
 
-T, DEADLINE, TRIES, STATE, BACKOFF, FRESH_BIN = range(6)
+T, DEADLINE, TRIES, STATE, BACKOFF, FRESH_BIN, FIRST_T = range(7)
 LIVE, GONE, DONE = 0, 1, 2
 BLOCK = 65536
 RETRY_BUDGET_BURST = 10.0
@@ -84,7 +87,7 @@ class DesEngine:
         "env", "scenario", "demand", "recorder", "scale", "bin_s", "duration_s",
         "b", "next_edge", "last", "busy_acc", "queue_acc", "last_srv", "srv_acc", "cap_acc",
         "fresh", "attempts", "retries", "succeeded", "timed_out", "rejected", "dropped",
-        "throttled", "fresh_ok", "fresh_failed", "lat_append",
+        "throttled", "fresh_ok", "fresh_failed", "server_lat", "client_bins", "client_lat",
         "servers", "planned", "busy", "queue", "take", "queue_limit", "lifo_over",
         "drop_expired", "sojourn_limit", "slowdown", "fault_factor", "error_base", "error_rate",
         "service", "uniform", "free_events", "complete_cbs",
@@ -110,7 +113,11 @@ class DesEngine:
         for name in ("fresh", "attempts", "retries", "succeeded", "timed_out", "rejected",
                      "dropped", "throttled", "fresh_ok", "fresh_failed"):  # fmt: skip
             setattr(self, name, getattr(recorder, name))
-        self.lat_append = recorder.latencies.append
+        # Latencies wait here (flushed at each bin's end and each run chunk) so the request
+        # path only appends to lists.
+        self.server_lat: list[float] = []
+        self.client_bins: list[int] = []
+        self.client_lat: list[float] = []
         # The pool.
         service = scenario.service
         self.planned = self.scaled(service.servers)
@@ -176,6 +183,7 @@ class DesEngine:
         recorder.capacity_area[b] = self.cap_acc + self.servers / self.slowdown * dt_srv
         self.busy_acc = self.queue_acc = self.srv_acc = self.cap_acc = 0.0
         self.last = self.last_srv = edge
+        self._flush_latencies()
         recorder.close_bin(b, qlen, self.busy, self.servers)
         self.b = min(b + 1, recorder.n_bins - 1)
 
@@ -194,7 +202,7 @@ class DesEngine:
         self._advance(now)
         b = self.b
         self.fresh[b] += 1
-        self._send([now, now + self.timeout_s, 0, LIVE, 0.0, b], now)
+        self._send([now, now + self.timeout_s, 0, LIVE, 0.0, b, now], now)
         i = self.arrival_i
         if i == len(self.arrival_times):
             block = self.arrivals.next_block()
@@ -249,9 +257,11 @@ class DesEngine:
         self._advance(now)
         attempt = event._value
         self.free_events.append(event)
-        self.lat_append(now - attempt[T])
+        self.server_lat.append(now - attempt[T])
         if attempt[STATE] == LIVE:
             attempt[STATE] = DONE
+            self.client_bins.append(attempt[FRESH_BIN])
+            self.client_lat.append(now - attempt[FIRST_T])
             self.succeeded[self.b] += 1
             self.fresh_ok[attempt[FRESH_BIN]] += 1
             if self.budget is not None:
@@ -314,7 +324,7 @@ class DesEngine:
         if self.budget is not None:
             self.tokens -= 1.0
         delay = self._backoff(tries, attempt[BACKOFF])
-        retry = self.env.timeout(delay, (tries + 1, delay, attempt[FRESH_BIN]))
+        retry = self.env.timeout(delay, (tries + 1, delay, attempt[FRESH_BIN], attempt[FIRST_T]))
         retry.callbacks.append(self._on_retry)
 
     def _backoff(self, tries: int, previous_s: float) -> float:
@@ -332,9 +342,9 @@ class DesEngine:
     def _on_retry(self, event: Event) -> None:
         now = self.env._now
         self._advance(now)
-        tries, delay, fresh_bin = event._value
+        tries, delay, fresh_bin, first_t = event._value
         self.retries[self.b] += 1
-        self._send([now, now + self.timeout_s, tries, LIVE, delay, fresh_bin], now)
+        self._send([now, now + self.timeout_s, tries, LIVE, delay, fresh_bin, first_t], now)
 
     def _throttled(self, now: float) -> bool:
         """Client-side adaptive throttling (Google SRE book): reject locally with P_reject."""
@@ -410,7 +420,7 @@ class DesEngine:
         try:
             for k in range(1, chunks + 1):
                 env.run(until=self.duration_s * k / chunks)
-                self.recorder.flush_latencies()
+                self._flush_latencies()
                 if progress is not None and time.monotonic() - wall_last > 0.2:
                     wall_last = time.monotonic()
                     progress(env.now / self.duration_s)
@@ -425,7 +435,18 @@ class DesEngine:
         recorder = self.recorder
         if recorder.closed_bins < recorder.n_bins:
             self._close_bin(end)
-        recorder.flush_latencies()
+        self._flush_latencies()
+
+    def _flush_latencies(self) -> None:
+        """Hand the buffered latencies to the Recorder (server ones belong to the current bin)."""
+        recorder = self.recorder
+        if self.server_lat:
+            recorder.add_server_latencies(self.b, self.server_lat)
+            self.server_lat.clear()
+        if self.client_lat:
+            recorder.add_client_latencies(self.client_bins, self.client_lat)
+            self.client_bins.clear()
+            self.client_lat.clear()
 
     def simulated_events(self) -> int:
         """Events processed (arrivals, retries, completions, timer firings, control steps)."""
