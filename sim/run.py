@@ -17,7 +17,7 @@ from sim.errors import RunTooLargeError
 from sim.metrics import Recorder, Timeseries
 from sim.outages import analyse_outages
 from sim.parameters import scenario_parameters, scenario_slo
-from sim.scenario import Scenario
+from sim.scenario import Scenario, scaled_counts, working_scales
 from sim.scenario_model import MAX_SCALE
 from sim.units import format_duration
 from sim.workload import Demand
@@ -55,11 +55,13 @@ def check_size(scenario: Scenario, demand: Demand | None = None, force: bool = F
     """Refuse (RunTooLargeError) a DES run estimated above 50M simulated requests, unless forced."""
     estimate = estimate_requests(scenario, demand)
     if scenario.scenario.engine == "des" and estimate > MAX_SIMULATED_REQUESTS and not force:
-        suggested = scenario.scenario.scale * math.ceil(estimate / (MAX_SIMULATED_REQUESTS / 2))
+        needed = scenario.scenario.scale * math.ceil(estimate / (MAX_SIMULATED_REQUESTS / 2))
+        # The least scale at or above the one needed that divides every count (else refused).
+        _, suggested = working_scales([c for _, c in scaled_counts(scenario)], needed)
         remedy = (
-            f"use --set scenario.scale={suggested:g}, --engine fluid, or --force"
-            if suggested <= MAX_SCALE
-            else "use --engine fluid (no scale small enough would do)"
+            f"use --set scenario.scale={suggested:.12g}, --engine fluid, or --force"
+            if suggested is not None and suggested <= MAX_SCALE
+            else "use --engine fluid (no scale that divides the pool is small enough)"
         )
         raise RunTooLargeError(
             f"this run would simulate about {estimate:,.0f} requests (limit "

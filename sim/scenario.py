@@ -194,11 +194,73 @@ def _check_across_keys(scenario: Scenario, file: str | Path, text: str, overridd
                 text,
                 overridden,
             )
+    _check_scale(scenario, file, text, overridden)
     population = scenario.population
     if population and population.downloads_csv and scenario.scenario.start is None:
         raise _located(
             "downloads_csv needs scenario.start to place its dates",
             ("population", "downloads_csv"),
+            file,
+            text,
+            overridden,
+        )
+
+
+def scaled_counts(scenario: Scenario) -> list[tuple[tuple, float]]:
+    """The counts of a scenario that `scale` divides into whole simulated ones: the pool's
+    servers, every planned change's servers, a finite queue limit and `lifo_over`.
+
+    Bounds of the planner and the autoscaler are not among them: they limit decisions that
+    the engines round to whole simulated servers anyway, as they round a fault's share.
+    """
+    service = scenario.service
+    counts: list[tuple[tuple, float]] = [(("service", "servers"), float(service.servers))]
+    if math.isfinite(service.queue_limit):
+        counts.append((("service", "queue_limit"), service.queue_limit))
+    if service.lifo_over is not None:
+        counts.append((("service", "lifo_over"), float(service.lifo_over)))
+    for index, change in enumerate(scenario.capacity.change):
+        counts.append((("capacity", "change", index, "servers"), float(change.servers)))
+    return counts
+
+
+def _divides(count: float, scale: float) -> bool:
+    simulated = count / scale
+    return abs(simulated - round(simulated)) <= 1e-9 * max(1.0, simulated)
+
+
+def working_scales(counts: list[float], scale: float) -> tuple[float | None, float | None]:
+    """The nearest scales at or below and at or above `scale` that divide every count.
+
+    Those scales are G/m for whole m, G the greatest common divisor of the counts (zero
+    divides by anything): (scale, scale) when `scale` works, None where none is left.
+    """
+    whole = [int(c) for c in counts if c > 0]
+    if not whole:
+        return scale, scale
+    if all(_divides(c, scale) for c in whole):
+        return scale, scale
+    divisor = math.gcd(*whole)
+    fewer = math.floor(divisor / scale)  # m for the scale just above
+    return divisor / (fewer + 1), (divisor / fewer if fewer >= 1 else None)
+
+
+def _check_scale(scenario: Scenario, file: str | Path, text: str, overridden: set[str]) -> None:
+    """Refuse a scale at which a count would not be a whole number of simulated units."""
+    scale = scenario.scenario.scale
+    counts = scaled_counts(scenario)
+    for loc, count in counts:
+        if _divides(count, scale):
+            continue
+        below, above = working_scales([c for _, c in counts], scale)
+        nearest = " and ".join(f"{s:.4g}" for s in (below, above) if s is not None)
+        key = ".".join(str(part) for part in loc)
+        where = locate_key(text, loc)
+        raise _located(
+            f"at scale {scale:g}, {key} = {count:,.0f}{f' (line {where})' if where else ''}"
+            f" would be {count / scale:,.4g} simulated, not a whole number; the nearest scales"
+            f" that divide every server count, queue limit and lifo_over are {nearest}",
+            ("scenario", "scale"),
             file,
             text,
             overridden,
