@@ -21,7 +21,6 @@ import io
 import itertools
 import math
 import os
-import statistics
 import sys
 import warnings
 from collections.abc import Iterable, Sequence
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.stats import t as student_t
 
 from sim.errors import ScenarioError, UsageError
 from sim.run import Result, check_size, simulate
@@ -377,54 +377,10 @@ def sweep(
 
 @functools.lru_cache(maxsize=256)
 def t_quantile(probability: float, dof: int) -> float:
-    """Quantile of Student's t with integer `dof` degrees of freedom (0 < probability < 1)."""
+    """Quantile of Student's t with `dof` degrees of freedom (0 < probability < 1), by scipy."""
     if not 0 < probability < 1 or dof < 1:
         raise ValueError(f"t_quantile needs 0 < p < 1 and dof >= 1, got {probability}, {dof}")
-    if probability < 0.5:
-        return -t_quantile(1 - probability, dof)
-    if probability == 0.5:
-        return 0.0
-    if dof > 1000:  # Cornish-Fisher expansion around the normal: error far below 1e-9 here
-        z = statistics.NormalDist().inv_cdf(probability)
-        return (
-            z
-            + (z**3 + z) / (4 * dof)
-            + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * dof**2)
-            + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * dof**3)
-        )
-    target = 2 * probability - 1
-    high = 1.0
-    while _t_central(high, dof) < target:
-        high *= 2
-    low = 0.0
-    for _ in range(200):
-        middle = (low + high) / 2
-        if _t_central(middle, dof) < target:
-            low = middle
-        else:
-            high = middle
-        if high - low < 1e-12 * high:
-            break
-    return (low + high) / 2
-
-
-def _t_central(t: float, dof: int) -> float:
-    """P(|T| <= t) for Student's t, the finite series in cos(atan(t / sqrt(dof)))."""
-    theta = math.atan(t / math.sqrt(dof))
-    cos2 = math.cos(theta) ** 2
-    if dof % 2 == 0:
-        term = series = 1.0
-        for k in range(1, (dof - 2) // 2 + 1):
-            term *= (2 * k - 1) / (2 * k) * cos2
-            series += term
-        return math.sin(theta) * series
-    if dof == 1:
-        return 2 * theta / math.pi
-    term = series = 1.0
-    for k in range(1, (dof - 3) // 2 + 1):
-        term *= (2 * k) / (2 * k + 1) * cos2
-        series += term
-    return 2 / math.pi * (theta + math.sin(theta) * math.cos(theta) * series)
+    return float(student_t.ppf(probability, dof))
 
 
 def mean_ci(values: Iterable, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
