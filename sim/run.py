@@ -61,7 +61,7 @@ def check_size(scenario: Scenario, demand: Demand | None = None, force: bool = F
         remedy = (
             f"use --set scenario.scale={suggested:.12g}, --engine fluid, or --force"
             if suggested is not None and suggested <= MAX_SCALE
-            else "use --engine fluid (no scale that divides the pool is small enough)"
+            else "use --engine fluid or --force (no scale that divides the pool is large enough)"
         )
         raise RunTooLargeError(
             f"this run would simulate about {estimate:,.0f} requests (limit "
