@@ -139,6 +139,9 @@ class LatencyBins:
             return
         index = bucket_index(values)
         where = np.broadcast_to(np.asarray(bins, dtype=np.int64), values.shape)
+        if self.settled[where].any():
+            late = int(where[self.settled[where]][0])
+            raise ValueError(f"latency added to bin {late} after it was settled")
         if weights is None:
             mass = None
             self.count += values.size
@@ -170,14 +173,14 @@ class LatencyBins:
         mass = float(counts.sum())
         if mass <= 0:
             return
+        if self.settled[b]:
+            raise ValueError(f"latency added to bin {b} after it was settled")
         self.count += mass
         self.total_s += float(latency_sum_s)
         self.max_s = max(self.max_s, float(max_s))
         self._fold(b, counts)
 
     def _fold(self, b: int, counts: np.ndarray) -> None:
-        if self.settled[b]:
-            raise ValueError(f"latency added to bin {b} after it was settled")
         hist = self.open.get(b)
         if hist is None:
             self.open[b] = counts.astype(float)

@@ -1,4 +1,5 @@
-"""The Recorder: per-bin counters, bounded-memory latency histograms, and the Timeseries."""
+"""The Recorder: per-bin counters, bounded-memory latency histograms (client and server
+views), and the Timeseries."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sim.engine import des
 from sim.metrics import (
     COUNTERS,
     HIST_EDGES,
@@ -23,7 +25,8 @@ BUCKET_RATIO = HIST_EDGES[1] / HIST_EDGES[0]
 
 
 def _record(recorder: Recorder, b: int, latencies) -> None:
-    recorder.latencies.extend(float(x) for x in latencies)
+    """Server latencies completed in bin b, then the bin's close."""
+    recorder.add_server_latencies(b, np.asarray(latencies, dtype=float))
     recorder.close_bin(b, queue=0, busy=0, servers=1)
 
 
@@ -43,9 +46,9 @@ def test_percentiles_within_three_per_cent(sample: np.ndarray) -> None:
     _record(recorder, 0, sample)
     _record(recorder, 1, [])
     exact = np.quantile(sample, QUANTILES)
-    assert recorder.latency_pct[0] == pytest.approx(exact, rel=0.03)
-    assert np.isnan(recorder.latency_pct[1]).all()  # an empty bin has no percentiles
-    summary = recorder.latency_summary()
+    assert recorder.server_latency.pct[0] == pytest.approx(exact, rel=0.03)
+    assert np.isnan(recorder.server_latency.pct[1]).all()  # an empty bin has no percentiles
+    summary = recorder.server_latency_summary()
     assert [summary["p50"], summary["p95"], summary["p99"]] == pytest.approx(exact, rel=0.03)
     assert summary["mean"] == pytest.approx(sample.mean(), rel=1e-12)
     assert summary["max"] == sample.max()
@@ -58,7 +61,7 @@ def test_whole_run_percentiles_merge_bins() -> None:
     recorder = Recorder(n_bins=2, bin_s=60.0)
     _record(recorder, 0, fast)
     _record(recorder, 1, slow)
-    summary = recorder.latency_summary()
+    summary = recorder.server_latency_summary()
     both = np.concatenate([fast, slow])
     exact = np.quantile(both, QUANTILES)
     assert [summary["p50"], summary["p95"], summary["p99"]] == pytest.approx(exact, rel=0.03)
@@ -74,7 +77,7 @@ def test_any_sample_percentile_lies_within_one_bucket(values: list[float], q: fl
     """For any sample, a percentile is within one bucket's ratio (5.9%) of a sample quantile."""
     recorder = Recorder(n_bins=1, bin_s=1.0)
     _record(recorder, 0, values)
-    estimate = recorder.latency_pct[0][QUANTILES.index(q)]
+    estimate = recorder.server_latency.pct[0][QUANTILES.index(q)]
     ordered = np.sort(values)
     rank = max(math.ceil(q * len(values)), 1) - 1
     exact = ordered[rank]
@@ -90,20 +93,101 @@ def test_out_of_range_latencies_are_clipped_into_the_end_buckets() -> None:
     """Zero and huge latencies fall in the first and last buckets instead of failing."""
     recorder = Recorder(n_bins=1, bin_s=1.0)
     _record(recorder, 0, [0.0, 0.0, 1e9])
-    assert recorder.hist[0] == 2 and recorder.hist[-1] == 1
-    assert recorder.latency_summary()["max"] == 1e9
+    assert recorder.server_latency.hist[0] == 2 and recorder.server_latency.hist[-1] == 1
+    assert recorder.server_latency_summary()["max"] == 1e9
 
 
 def test_memory_grows_with_bins_not_requests() -> None:
-    """After a bin closes its latencies live only in a fixed-size histogram."""
+    """After a bin closes its server latencies live only in the merged histogram."""
     recorder = Recorder(n_bins=3, bin_s=1.0)
-    buffer = recorder.latencies
     for b, n in enumerate((10, 100_000, 1)):
         _record(recorder, b, np.full(n, 0.5))
-        assert recorder.latencies == [] and recorder.latencies is buffer  # the engine's append
-        assert recorder.hist.shape == (len(HIST_EDGES) - 1,)
-    assert recorder.hist.sum() == 100_011
-    assert recorder.latency_count == 100_011
+        assert recorder.server_latency.open == {}
+        assert recorder.server_latency.hist.shape == (len(HIST_EDGES) - 1,)
+    assert recorder.server_latency.hist.sum() == 100_011
+    assert recorder.server_latency.count == 100_011
+
+
+def _client_bins(recorder: Recorder, fresh: list[int], ok: list[int], failed: list[int]) -> None:
+    recorder.fresh[: len(fresh)] = fresh
+    recorder.fresh_ok[: len(ok)] = ok
+    recorder.fresh_failed[: len(failed)] = failed
+
+
+def test_client_latency_counts_in_the_first_arrival_bin_until_decided() -> None:
+    """A success that arrives late still lands in its first-arrival bin; a bin is settled
+    (histogram freed) only once all its fresh requests are decided."""
+    recorder = Recorder(n_bins=4, bin_s=10.0)
+    _client_bins(recorder, fresh=[2, 1, 0, 0], ok=[1, 0], failed=[0, 0])
+    recorder.add_client_latencies(0, [0.5])
+    recorder.close_bin(0, queue=0, busy=0, servers=1)
+    assert set(recorder.client_latency.open) == {0}  # one request of bin 0 still in flight
+    recorder.fresh_ok[0] += 1
+    recorder.fresh_ok[1] += 1
+    recorder.add_client_latencies(np.array([0, 1]), np.array([12.0, 3.0]))
+    recorder.close_bin(1, queue=0, busy=0, servers=1)
+    assert recorder.client_latency.open == {}
+    pct = recorder.client_latency.pct
+    assert pct[0, 0] == pytest.approx(0.5, rel=0.06) and pct[0, 2] == pytest.approx(12, rel=0.06)
+    assert pct[1] == pytest.approx([3.0] * 3, rel=0.06)
+    with pytest.raises(ValueError, match="settled"):
+        recorder.add_client_latencies(0, [1.0])
+    summary = recorder.latency_summary()
+    assert summary["max"] == 12.0 and summary["mean"] == pytest.approx(15.5 / 3)
+    assert math.isnan(recorder.server_latency_summary()["mean"])  # no attempt completed
+
+
+def test_client_bins_open_only_while_requests_are_in_flight() -> None:
+    """Over many bins whose requests are decided two bins later, at most three client
+    histograms are ever held, and percentiles of still-open bins are reported too."""
+    n = 200
+    recorder = Recorder(n_bins=n, bin_s=1.0)
+    recorder.fresh[:] = [10] * n
+    most_open = 0
+    for b in range(n):
+        if b >= 2:  # the requests of bin b - 2 are all decided now: 7 succeed, 3 fail
+            recorder.fresh_ok[b - 2], recorder.fresh_failed[b - 2] = 7, 3
+            recorder.add_client_latencies(b - 2, np.full(7, 2.5))
+        recorder.add_client_latencies(b, [0.1])  # a fast success, still undecided bin
+        recorder.fresh_ok[b] += 1
+        recorder.close_bin(b, queue=0, busy=0, servers=1)
+        most_open = max(most_open, len(recorder.client_latency.open))
+    assert most_open <= 3
+    ts = recorder.timeseries(np.ones(n), mean_service_s=1.0)
+    assert ts["latency_p50"][-1] == pytest.approx(0.1, rel=0.06)  # open: from what it holds
+    assert ts["latency_p99"][0] == pytest.approx(2.5, rel=0.06)
+    assert np.isnan(ts["server_latency_p50"]).all()
+
+
+def test_weighted_latencies_and_histograms_agree() -> None:
+    """Weighted latencies (fluid masses) give the same percentiles and mean as the same
+    histogram added pre-bucketed, and as repeating each latency weight times."""
+    from sim.metrics import bucket_counts
+
+    values, weights = np.array([0.2, 1.0, 7.0]), np.array([50.0, 40.0, 10.0])
+    by_weight, by_hist, repeated = (Recorder(n_bins=1, bin_s=1.0) for _ in range(3))
+    by_weight.add_server_latencies(0, values, weights)
+    by_hist.add_server_histogram(0, bucket_counts(values, weights), float(values @ weights), 7.0)
+    repeated.add_server_latencies(0, np.repeat(values, weights.astype(int)))
+    for recorder in (by_weight, by_hist, repeated):
+        recorder.close_bin(0, queue=0, busy=0, servers=1)
+    expected = repeated.server_latency_summary()
+    for recorder in (by_weight, by_hist):
+        assert recorder.server_latency_summary() == pytest.approx(expected)
+        assert recorder.server_latency.pct[0] == pytest.approx(repeated.server_latency.pct[0])
+
+
+def test_settle_client_bins_frees_bins_a_fluid_engine_knows_are_done() -> None:
+    """settle_client_bins closes bins whose float masses never exactly add up."""
+    recorder = Recorder(n_bins=3, bin_s=1.0)
+    recorder.fresh[:] = [1.0, 1.0, 1.0]
+    recorder.fresh_ok[:] = [0.7, 0.7, 0.7]
+    recorder.add_client_latencies([0, 1, 2], [1.0, 1.0, 1.0], weights=[0.7, 0.7, 0.7])
+    recorder.close_bin(0, queue=0, busy=0, servers=1)
+    assert set(recorder.client_latency.open) == {0, 1, 2}
+    recorder.settle_client_bins(2)
+    assert set(recorder.client_latency.open) == {2}
+    assert recorder.client_latency.pct[0] == pytest.approx([1.0] * 3, rel=0.06)
 
 
 def test_timeseries_reports_real_units() -> None:
@@ -163,19 +247,20 @@ def test_to_pandas_has_every_column() -> None:
 
 
 def test_engine_keeps_the_latency_buffer_bounded_within_a_bin(monkeypatch) -> None:
-    """A run of one long bin never buffers more than _FLUSH latencies before folding them."""
+    """A run of one long bin hands latencies to the Recorder in pieces of about
+    des.FLUSH_REQUESTS, never holding a whole bin's worth, and loses none."""
     import sim
-    from sim import metrics
     from sim.scenario import parse_scenario
 
-    longest = []
-    flush = Recorder.flush_latencies
+    monkeypatch.setattr(des, "FLUSH_REQUESTS", 250)
+    sizes: list[int] = []
+    add = Recorder.add_server_latencies
 
-    def watched(self):
-        longest.append(len(self.latencies))
-        flush(self)
+    def watched(self, bins, latencies_s, weights=None):
+        sizes.append(len(latencies_s))
+        add(self, bins, latencies_s, weights)
 
-    monkeypatch.setattr(Recorder, "flush_latencies", watched)
+    monkeypatch.setattr(Recorder, "add_server_latencies", watched)
     text = """\
 [scenario]
 name = "one-bin"
@@ -190,5 +275,7 @@ servers = 60
 time = { dist = "exponential", mean = 1 }
 """
     result = sim.simulate(parse_scenario(text))
-    assert result.summary["requests"]["succeeded"] > 1.3 * metrics._FLUSH
-    assert max(longest) <= metrics._FLUSH
+    succeeded = result.summary["requests"]["succeeded"]
+    assert succeeded > 300 * 250
+    assert sum(sizes) == succeeded  # every completion reached the histogram
+    assert max(sizes) <= 1.4 * 250  # 250 expected a chunk (Poisson sd 16): 6 sd of room

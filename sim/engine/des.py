@@ -41,6 +41,9 @@ LIVE, GONE, DONE = 0, 1, 2
 BLOCK = 65536
 RETRY_BUDGET_BURST = 10.0
 THROTTLE_SLOTS = 10
+# Latencies are handed to the Recorder at least every this many expected attempts (a run
+# chunk), so the engine's buffers stay small however long a bin is.
+FLUSH_REQUESTS = 32768
 
 
 class _Blocks:
@@ -413,9 +416,9 @@ class DesEngine:
             env.schedule(self.arrival_event, NORMAL, block[0])
         start_controls(self)
         # Run in chunks: for the progress bar, Ctrl-C, and to fold latencies into histograms
-        # at least every ~32k requests (memory stays flat however long a bin is).
+        # at least every FLUSH_REQUESTS attempts (memory stays flat however long a bin is).
         expected = self.demand.expected_total() / self.scale * (1 + self.retries_max)
-        chunks = max(200, math.ceil(expected / 32768))
+        chunks = max(200, math.ceil(expected / FLUSH_REQUESTS))
         wall_last = time.monotonic()
         try:
             for k in range(1, chunks + 1):
