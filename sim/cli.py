@@ -121,6 +121,7 @@ def run(file, out_dir, assignments, seed, engine, force, no_charts, quiet, debug
     """Simulate FILE and write its report (summary.json, timeseries.csv, charts)."""
     _terminate_as_interrupt()
     with _guard(debug):
+        from sim.expectations import scenario_warnings
         from sim.report import write_report
         from sim.run import check_size, simulate
         from sim.workload import Demand
@@ -128,6 +129,8 @@ def run(file, out_dir, assignments, seed, engine, force, no_charts, quiet, debug
         scenario = _load(file, assignments, seed, engine)
         demand = Demand(scenario)
         check_size(scenario, demand, force=force)
+        for warning in scenario_warnings(scenario, demand):
+            click.echo(f"outage-sim: warning: {warning}", err=True)
         out = Path(out_dir) if out_dir else Path("reports") / scenario.scenario.name
         _writable(out)
         started_at = datetime.now(UTC)
@@ -230,6 +233,7 @@ def _headline(summary: dict, out: Path) -> str:
 def check(file, assignments, debug) -> None:
     """Validate FILE without running it; print what a run would simulate."""
     with _guard(debug):
+        from sim.expectations import describe_theory, scenario_theory, scenario_warnings
         from sim.run import check_size, estimate_requests
         from sim.workload import Demand
 
@@ -244,6 +248,10 @@ def check(file, assignments, debug) -> None:
             check_size(scenario, demand)
         except RunTooLargeError as refusal:
             click.echo(f"note: `run` would refuse it: {refusal}")
+        for warning in scenario_warnings(scenario, demand):
+            click.echo(f"warning: {warning}")
+        for line in describe_theory(scenario_theory(scenario, demand)):
+            click.echo(line)
 
 
 @cli.command()

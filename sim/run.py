@@ -14,6 +14,7 @@ import numpy as np
 
 from sim import __version__
 from sim.errors import RunTooLargeError
+from sim.expectations import compare_with_run, scenario_theory, scenario_warnings
 from sim.metrics import Recorder, Timeseries
 from sim.outages import analyse_outages
 from sim.parameters import scenario_parameters, scenario_slo
@@ -93,12 +94,15 @@ def simulate(
     mean_s = scenario.service.time.mean_s
     timeseries = recorder.timeseries(demand.bin_means(meta.bin, n_bins), mean_s, meta.start)
     wall = time.perf_counter() - wall_start
-    summary = build_summary(scenario, recorder, timeseries, engine, end_s, wall)
+    summary = build_summary(scenario, recorder, timeseries, engine, end_s, wall, demand)
     return Result(scenario=scenario, summary=summary, timeseries=timeseries)
 
 
-def build_summary(scenario, recorder, timeseries, engine, end_s: float, wall_s: float) -> dict:
+def build_summary(
+    scenario, recorder, timeseries, engine, end_s: float, wall_s: float, demand=None
+) -> dict:
     """The summary.json dict (DESIGN.md 'Outputs')."""
+    demand = demand or Demand(scenario)
     meta = scenario.scenario
     scale = meta.scale
     totals = {name: float(sum(getattr(recorder, name))) * scale for name in (
@@ -137,6 +141,7 @@ def build_summary(scenario, recorder, timeseries, engine, end_s: float, wall_s: 
         "amplification": totals["attempts"] / totals["fresh"] if totals["fresh"] else math.nan,
         "success_ratio": totals["succeeded"] / totals["fresh"] if totals["fresh"] else math.nan,
         "latency_s": recorder.latency_summary(),
+        "server_latency_s": recorder.server_latency_summary(),
         "wait_s": wait,
         "utilization": min(busy_area / server_area, 1.0) if server_area > 0 else math.nan,
         "queue": queue,
@@ -144,6 +149,10 @@ def build_summary(scenario, recorder, timeseries, engine, end_s: float, wall_s: 
     timeline = sorted(recorder.events + _surge_events(scenario), key=lambda e: e["t_s"])
     summary.update(analyse_outages(scenario, timeseries, timeline))
     summary["timeline"] = timeline
+    summary["warnings"] = scenario_warnings(scenario, demand)
+    expected = scenario_theory(scenario, demand)
+    expected["compare"] = compare_with_run(scenario, expected, recorder)
+    summary["theory"] = expected
     summary["interrupted"] = bool(getattr(engine, "interrupted", False))
     summary["wall_time_s"] = wall_s
     summary["events"] = engine.simulated_events()

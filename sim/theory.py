@@ -1,8 +1,11 @@
 """Exact queueing-theory answers the simulator is judged against.
 
 Every function here is a closed form or an exact numerical solution (no simulation), so the
-engine's estimates can be tested against them with confidence intervals. Rates are per second,
-times in seconds; the formulas and worked examples are those of the project's theory reference.
+engine's estimates can be tested against them with confidence intervals; the two accepted
+approximations (Allen–Cunneen's M/G/c wait, an exponential tail for the wait of those who
+wait) say so in their names and docstrings. Rates are per second, times in seconds; the
+formulas and worked examples are those of the project's theory reference. `ServiceLaw` is the
+service-time distribution exactly as the engines draw it (its CDF and quantiles).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import integrate, optimize, stats
 
 # Probability mass we allow to fall outside a truncated state space or Poisson sum.
 _TAIL_MASS = 1e-12
@@ -94,10 +98,11 @@ def mmc(arrival_rate_rps: float, service_rate_rps: float, servers: int) -> MMcSt
     )
 
 
-def mmck_blocking(
+def mmck_distribution(
     arrival_rate_rps: float, service_rate_rps: float, servers: int, system_capacity: int
-) -> float:
-    """Return the M/M/c/K blocking probability (K counts those in service), for any load."""
+) -> np.ndarray:
+    """Return the M/M/c/K stationary probabilities of 0..K in the system (K counts those in
+    service), for any load."""
     _check_positive("arrival_rate_rps", arrival_rate_rps)
     _check_positive("service_rate_rps", service_rate_rps)
     servers = _check_servers(servers)
@@ -110,8 +115,16 @@ def mmck_blocking(
     waiting = levels[servers + 1 :] - servers
     log_weights[servers + 1 :] -= log_factorials[-1] + waiting * math.log(servers)
     # Normalise in log space so huge or tiny loads neither overflow nor underflow.
-    peak = log_weights.max()
-    return float(math.exp(log_weights[-1] - peak) / np.exp(log_weights - peak).sum())
+    weights = np.exp(log_weights - log_weights.max())
+    return weights / weights.sum()
+
+
+def mmck_blocking(
+    arrival_rate_rps: float, service_rate_rps: float, servers: int, system_capacity: int
+) -> float:
+    """Return the M/M/c/K blocking probability (K counts those in service), for any load."""
+    distribution = mmck_distribution(arrival_rate_rps, service_rate_rps, servers, system_capacity)
+    return float(distribution[-1])
 
 
 def mm1k_blocking(arrival_rate_rps: float, service_rate_rps: float, system_capacity: int) -> float:
@@ -246,3 +259,149 @@ def retry_success_probability(p_fail: float, retries: int) -> float:
     """Return the probability 1 − p^{N+1} that one of the N + 1 attempts succeeds."""
     _check_retry_args(p_fail, retries)
     return 1.0 - p_fail ** (retries + 1)
+
+
+def allen_cunneen_wait(arrival_rate_rps: float, law: ServiceLaw, servers: int) -> float:
+    """Return the Allen–Cunneen approximation of the M/G/c mean wait in queue:
+    W_q(M/M/c) · (c_a² + c_s²) / 2 with Poisson arrivals (c_a² = 1); exact for exponential
+    service and for one server (Pollaczek–Khinchine)."""
+    mmc_wait_s = mmc(arrival_rate_rps, 1.0 / law.mean_s, servers).wait_mean_s
+    return mmc_wait_s * (1.0 + law.scv) / 2.0
+
+
+@dataclass(frozen=True)
+class FiniteQueueState:
+    """Steady state of M/M/c/K: blocking, and waits of the admitted (seconds, customers)."""
+
+    blocking: float
+    p_wait: float
+    wait_mean_s: float
+    queue_mean: float
+    utilization: float
+
+
+def mmck(
+    arrival_rate_rps: float, service_rate_rps: float, servers: int, system_capacity: int
+) -> FiniteQueueState:
+    """Return the M/M/c/K steady state: an admitted arrival waits when it finds c or more."""
+    distribution = mmck_distribution(arrival_rate_rps, service_rate_rps, servers, system_capacity)
+    blocking = float(distribution[-1])
+    admitted_rps = arrival_rate_rps * (1.0 - blocking)
+    waiting = np.arange(len(distribution)) - servers
+    queue_mean = float(np.clip(waiting, 0, None) @ distribution)
+    return FiniteQueueState(
+        blocking=blocking,
+        p_wait=float(distribution[servers:-1].sum() / (1.0 - blocking)),
+        wait_mean_s=queue_mean / admitted_rps,
+        queue_mean=queue_mean,
+        utilization=admitted_rps / (servers * service_rate_rps),
+    )
+
+
+@dataclass(frozen=True)
+class ServiceLaw:
+    """A service-time distribution as the engines draw it (sim/engine/des.py,
+    `service_time_draw`): exponential, deterministic, lognormal or gamma with a coefficient of
+    variation, or an empirical list drawn uniformly."""
+
+    dist: str
+    mean_s: float
+    cv: float | None = None
+    samples: tuple[float, ...] | None = None
+
+    @classmethod
+    def of(cls, spec) -> ServiceLaw:
+        """The law of a scenario's `service.time` table."""
+        samples = tuple(sorted(spec.samples)) if spec.samples else None
+        return cls(spec.dist, spec.mean_s, spec.cv, samples)
+
+    def slowed(self, factor: float) -> ServiceLaw:
+        """The same law with every time multiplied by `factor` (a slowdown fault)."""
+        samples = tuple(s * factor for s in self.samples) if self.samples else None
+        return ServiceLaw(self.dist, self.mean_s * factor, self.cv, samples)
+
+    @property
+    def scv(self) -> float:
+        """Squared coefficient of variation, Var[S] / E[S]²."""
+        if self.dist == "empirical":
+            values = np.asarray(self.samples)
+            return float(values.var() / values.mean() ** 2)
+        return {"exponential": 1.0, "deterministic": 0.0}.get(self.dist, (self.cv or 0.0) ** 2)
+
+    def _frozen(self):
+        if self.dist == "exponential":
+            return stats.expon(scale=self.mean_s)
+        if self.dist == "lognormal":
+            sigma2 = math.log1p(self.cv**2)
+            return stats.lognorm(s=math.sqrt(sigma2), scale=self.mean_s * math.exp(-sigma2 / 2))
+        if self.dist == "gamma":
+            shape = 1.0 / self.cv**2
+            return stats.gamma(a=shape, scale=self.mean_s / shape)
+        return None
+
+    def cdf(self, t_s: float) -> float:
+        """P(S <= t_s)."""
+        if self.dist == "deterministic":
+            return 1.0 if t_s >= self.mean_s else 0.0
+        if self.dist == "empirical":
+            return float(np.searchsorted(self.samples, t_s, side="right") / len(self.samples))
+        return float(self._frozen().cdf(t_s))
+
+    def quantile(self, q: float) -> float:
+        """The least t with P(S <= t) >= q, for 0 < q <= 1."""
+        if not 0.0 < q <= 1.0:
+            raise ValueError(f"q must be in (0, 1], got {q!r}")
+        if self.dist == "deterministic":
+            return self.mean_s
+        if self.dist == "empirical":
+            index = max(0, math.ceil(q * len(self.samples) - 1e-9) - 1)
+            return self.samples[index]
+        return float(self._frozen().ppf(q))
+
+    def discounted_up_to(self, t_s: float, rate: float) -> float:
+        """E[exp(−rate·(t − S)); S <= t]: the convolution of the law with an exponential."""
+        if t_s < 0:
+            return 0.0
+        if self.dist == "deterministic":
+            return math.exp(-rate * (t_s - self.mean_s)) if t_s >= self.mean_s else 0.0
+        if self.dist == "empirical":
+            values = np.asarray(self.samples)
+            inside = values[values <= t_s]
+            return float(np.exp(-rate * (t_s - inside)).sum() / len(values))
+        if self.dist == "exponential":
+            mu = 1.0 / self.mean_s
+            if math.isclose(rate, mu):
+                return mu * t_s * math.exp(-mu * t_s)
+            return mu * (math.exp(-mu * t_s) - math.exp(-rate * t_s)) / (rate - mu)
+        density = self._frozen().pdf
+        value, _ = integrate.quad(lambda s: density(s) * math.exp(-rate * (t_s - s)), 0.0, t_s)
+        return value
+
+
+def response_tail(law: ServiceLaw, p_wait: float, wait_mean_s: float, t_s: float) -> float:
+    """P(wait + service > t_s) when a share `p_wait` waits an exponential time of mean
+    wait_mean_s / p_wait: exact for M/M/c (Erlang C), an approximation for other laws."""
+    served_late = 1.0 - law.cdf(t_s)
+    if p_wait <= 0 or wait_mean_s <= 0:
+        return served_late
+    rate = p_wait / wait_mean_s
+    return min(1.0, served_late + p_wait * law.discounted_up_to(t_s, rate))
+
+
+def response_quantile(law: ServiceLaw, p_wait: float, wait_mean_s: float, q: float) -> float:
+    """The q-quantile of wait + service under `response_tail`'s model."""
+
+    def excess(t_s: float) -> float:
+        return (1.0 - response_tail(law, p_wait, wait_mean_s, t_s)) - q
+
+    high = law.quantile(min(q, 1.0)) + (wait_mean_s / p_wait if p_wait > 0 else 0.0)
+    while excess(high) < 0:
+        high *= 2.0
+    if law.dist in ("deterministic", "empirical"):
+        # Steps in the CDF: bisect to a tolerance instead of a root that may not exist.
+        low = 0.0
+        while high - low > 1e-9 * max(1.0, high):
+            middle = (low + high) / 2
+            low, high = (middle, high) if excess(middle) < 0 else (low, middle)
+        return high
+    return float(optimize.brentq(excess, 0.0, high, xtol=1e-10 * max(1.0, high)))
