@@ -11,6 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sim import theory
+from sim.engine.des import service_time_draw
+from sim.scenario_model import ServiceTime
 
 # ---------------------------------------------------------------- worked examples (μ = 1)
 
@@ -268,3 +270,90 @@ def test_pk_with_unit_cv_is_mm1_and_md1_is_half(arrival: float, utilization: flo
     mm1_wait = theory.mmc(arrival, 1.0 / service_mean_s, 1).wait_mean_s
     assert theory.mg1_wait_from_cv(arrival, service_mean_s, 1.0) == pytest.approx(mm1_wait)
     assert theory.md1_wait(arrival, service_mean_s) == pytest.approx(mm1_wait / 2)
+
+
+# ---------------------------------------------------------------- finite queues, M/G/c, laws
+
+
+def test_mmck_with_a_long_queue_is_mmc() -> None:
+    """M/M/10/K at λ = 9 tends to Erlang C as K grows: P(wait) = W_q = 0.668732."""
+    state = theory.mmck(9.0, 1.0, 10, 10 + 2000)
+    assert state.blocking < 1e-12
+    assert round(state.p_wait, 6) == 0.668732
+    assert round(state.wait_mean_s, 6) == 0.668732
+    assert round(state.queue_mean, 6) == 6.018584
+
+
+def test_mmck_without_a_queue_is_erlang_b() -> None:
+    """M/M/c/c: blocking is Erlang B (0.167963 for c = 10, A = 9) and nobody waits."""
+    state = theory.mmck(9.0, 1.0, 10, 10)
+    assert round(state.blocking, 6) == 0.167963
+    assert state.p_wait == 0.0 and state.wait_mean_s == 0.0
+    assert state.utilization == pytest.approx(9.0 * (1 - state.blocking) / 10)
+
+
+def test_mm1k_waits_match_the_geometric_distribution() -> None:
+    """M/M/1/K: p_n ∝ ρ^n, so an admitted arrival waits with P = 1 − p_0/(1 − p_K)."""
+    rho, capacity = 0.9, 10
+    weights = rho ** np.arange(capacity + 1)
+    p = weights / weights.sum()
+    state = theory.mmck(rho, 1.0, 1, capacity)
+    assert state.p_wait == pytest.approx(1 - p[0] / (1 - p[-1]), rel=1e-12)
+    queue_mean = float(np.clip(np.arange(capacity + 1) - 1, 0, None) @ p)
+    assert state.wait_mean_s == pytest.approx(queue_mean / (rho * (1 - p[-1])), rel=1e-12)
+
+
+def test_allen_cunneen_is_exact_for_one_server_and_for_exponential_service() -> None:
+    """Allen–Cunneen gives P-K's 4.5 s for M/D/1 at λ = 0.9 and Erlang C for M/M/c."""
+    deterministic = theory.ServiceLaw("deterministic", 1.0)
+    assert theory.allen_cunneen_wait(0.9, deterministic, 1) == pytest.approx(4.5)
+    exponential = theory.ServiceLaw("exponential", 1.0)
+    assert theory.allen_cunneen_wait(9.0, exponential, 10) == pytest.approx(0.668732, abs=1e-6)
+
+
+def test_mm1_response_time_is_exponential() -> None:
+    """In M/M/1 the time in system is exponential with rate μ − λ: P(R > t) = e^{−(μ−λ)t}."""
+    law = theory.ServiceLaw("exponential", 1.0)
+    state = theory.mmc(0.8, 1.0, 1)
+    for t_s in (0.1, 1.0, 5.0, 20.0):
+        tail = theory.response_tail(law, state.p_wait, state.wait_mean_s, t_s)
+        assert tail == pytest.approx(math.exp(-0.2 * t_s), rel=1e-9)
+    p99 = theory.response_quantile(law, state.p_wait, state.wait_mean_s, 0.99)
+    assert p99 == pytest.approx(math.log(100) / 0.2, rel=1e-8)
+
+
+@pytest.mark.parametrize(
+    ("dist", "cv"), [("exponential", None), ("lognormal", 0.5), ("gamma", 2.0), ("lognormal", 3.0)]
+)
+def test_service_law_matches_the_engines_draws(dist: str, cv: float | None) -> None:
+    """The law's p99 and CDF agree with 200,000 draws of the engine's sampler, within the
+    draws' own binomial 99.9% band."""
+    spec = ServiceTime(dist=dist, mean=2.0, cv=cv)
+    law = theory.ServiceLaw.of(spec)
+    draws = service_time_draw(spec, np.random.default_rng(7))(200_000)
+    p99 = law.quantile(0.99)
+    share_below = float((draws <= p99).mean())
+    band = 3.3 * math.sqrt(0.99 * 0.01 / len(draws))
+    assert abs(share_below - 0.99) < band
+    assert law.mean_s == pytest.approx(2.0)
+    assert law.scv == pytest.approx(1.0 if cv is None else cv**2)
+
+
+def test_empirical_and_deterministic_laws_step() -> None:
+    """An empirical law is the samples' step CDF; a deterministic one jumps at its mean."""
+    law = theory.ServiceLaw("empirical", 2.5, samples=(1.0, 2.0, 3.0, 4.0))
+    assert law.cdf(2.0) == 0.5 and law.cdf(1.99) == 0.25
+    assert law.quantile(0.5) == 2.0 and law.quantile(0.51) == 3.0 and law.quantile(1.0) == 4.0
+    fixed = theory.ServiceLaw("deterministic", 1.5)
+    assert fixed.cdf(1.49) == 0.0 and fixed.cdf(1.5) == 1.0 and fixed.quantile(0.99) == 1.5
+
+
+def test_discounted_convolution_by_quadrature_matches_monte_carlo() -> None:
+    """E[e^{−r(t−S)}; S ≤ t] by quadrature agrees with 400,000 lognormal draws (4 sd)."""
+    law = theory.ServiceLaw("lognormal", 1.0, cv=0.8)
+    rng = np.random.default_rng(3)
+    sigma2 = math.log1p(0.8**2)
+    draws = rng.lognormal(-sigma2 / 2, math.sqrt(sigma2), 400_000)
+    values = np.where(draws <= 2.0, np.exp(-0.7 * (2.0 - draws)), 0.0)
+    sd = values.std() / math.sqrt(len(values))
+    assert abs(law.discounted_up_to(2.0, 0.7) - values.mean()) < 4 * sd
