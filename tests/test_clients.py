@@ -10,13 +10,15 @@ import math
 
 import numpy as np
 import pytest
-from conftest import REPO, t_quantile
+from conftest import REPO, mean_interval, t_quantile
 
 import sim
 from sim import theory
+from sim.metrics import HIST_EDGES
 from sim.scenario import load_scenario, parse_scenario
 
 STORM = REPO / "scenarios" / "retry-storm.toml"
+BUCKET_RATIO = HIST_EDGES[1] / HIST_EDGES[0]
 
 
 def _error_text(p_fail: float, retries: int, *, seed: int = 1, backoff: str = "none") -> str:
@@ -95,15 +97,136 @@ def test_backoff_delays_retries_by_the_base() -> None:
     assert ts["retries"][6:].sum() > 0 and ts["retries"][:2].sum() == 0
 
 
-@pytest.mark.parametrize("jitter", ["full", "equal", "decorrelated"])
-def test_jittered_backoff_spreads_retries(jitter: str) -> None:
-    """Jittered backoff keeps amplification (N+1 for p = 1) while spreading retry times."""
-    text = _error_text(1.0, 3, backoff=jitter).replace("cap = 0.01", "cap = 60")
-    result = sim.simulate(parse_scenario(text))
-    requests = result.summary["requests"]
-    assert requests["attempts"] == pytest.approx(4 * requests["fresh"], rel=0.01)
-    retries = result.timeseries["retries"]
-    assert np.count_nonzero(retries) > 0.9 * len(retries)
+def _burst_text(jitter: str, *, base_s: float = 20.0) -> str:
+    """2,000 requests in the first 10 s, each rejected once and retried once after backoff."""
+    return f"""
+[scenario]
+name = "burst"
+duration = 120
+bin = 1
+
+[arrivals]
+rate = 0
+surge = [{{ at = 0, duration = 10, rate = 200 }}]
+
+[service]
+servers = 10
+time = {{ dist = "deterministic", mean = 0.01 }}
+error_rate = 1.0
+
+[client]
+retries = 1
+backoff = {{ base = {base_s}, cap = 1000, jitter = "{jitter}" }}
+"""
+
+
+def _time_variance(ts, column: str) -> float:
+    t, weight = ts["t_s"] + ts.bin_s / 2, ts[column]
+    mean = (weight * t).sum() / weight.sum()
+    return float((weight * (t - mean) ** 2).sum() / weight.sum())
+
+
+@pytest.mark.parametrize(
+    ("jitter", "delay_variance"),
+    # First-retry delay with base b = 20 s: full U(0, b), equal U(b/2, b), decorrelated
+    # U(b, 3b) (AWS "Exponential Backoff And Jitter": sleep starts at base).
+    [("full", 20.0**2 / 12), ("equal", 10.0**2 / 12), ("decorrelated", 40.0**2 / 12)],
+)
+def test_jittered_backoff_spreads_retries(jitter: str, delay_variance: float) -> None:
+    """Jitter spreads retry times: Var(retry time) − Var(first send) = Var(delay), which
+    is 0 without jitter; amplification stays exactly N + 1 for p = 1."""
+    result = sim.simulate(parse_scenario(_burst_text(jitter)))
+    ts, requests = result.timeseries, result.summary["requests"]
+    assert requests["attempts"] == 2 * requests["fresh"]
+    spread = _time_variance(ts, "retries") - _time_variance(ts, "fresh")
+    # 2,000 delays: the estimate's sd is under 4% of Var(delay) here; 25% is over 5 sd.
+    assert spread == pytest.approx(delay_variance, rel=0.25)
+
+
+def test_decorrelated_jitter_draws_the_first_retry_between_base_and_three_base() -> None:
+    """The first decorrelated delay is U(base, 3·base): retries begin after base, never
+    before, and reach past 2·base (not all exactly at base)."""
+    ts = sim.simulate(parse_scenario(_burst_text("decorrelated"))).timeseries
+    retry_t = ts["t_s"][ts["retries"] > 0]
+    assert retry_t.min() >= 20.0 and retry_t.max() >= 60.0 and retry_t.max() < 70.0
+
+
+def _rejecting_text(p_fail: float, retries: int, jitter: str, *, duration_s: int = 400) -> str:
+    return f"""
+[scenario]
+name = "fast-503s"
+duration = {duration_s}
+bin = 20
+
+[arrivals]
+rate = 50
+
+[service]
+servers = 100
+time = {{ dist = "deterministic", mean = 0.01 }}
+error_rate = {p_fail}
+
+[client]
+retries = {retries}
+backoff = {{ base = 1, multiplier = 2, cap = 100, jitter = "{jitter}" }}
+"""
+
+
+def test_fast_rejections_that_succeed_on_retry_count_their_retry_delay() -> None:
+    """A request rejected at once (503) and then served records first send to success:
+    its backoff waits are in `latency_s`; the server's view holds the 10 ms service only."""
+    p, retries = 0.5, 2
+    # Success on try k + 1 after k rejections waits 1 + 2 + ... (k delays) and 10 ms service.
+    shares = np.array([(1 - p) * p**k for k in range(retries + 1)])
+    latencies = np.array([0.0, 1.0, 3.0]) + 0.01
+    exact_mean = float(shares @ latencies / shares.sum())
+    results = [
+        sim.simulate(
+            parse_scenario(_rejecting_text(p, retries, "none"), overrides={"scenario.seed": s})
+        )
+        for s in range(1, 7)
+    ]
+    means = [r.summary["latency_s"]["mean"] for r in results]
+    mean, half = mean_interval(means, confidence=0.999)
+    assert abs(mean - exact_mean) <= half and half < 0.05 * exact_mean
+    summary = results[0].summary
+    # 57% of successes take 10 ms, 14% wait 3 s of backoff: the p95 is the 3.01 s group.
+    assert summary["latency_s"]["p50"] == pytest.approx(0.01, rel=0.06)
+    assert summary["latency_s"]["p95"] == pytest.approx(3.01, rel=0.06)
+    assert summary["server_latency_s"]["max"] == pytest.approx(0.01)
+    ts = results[0].timeseries
+    assert np.nanmax(ts["latency_p99"]) == pytest.approx(3.01, rel=0.06)
+    assert np.nanmax(ts["server_latency_p99"]) == pytest.approx(0.01, rel=0.06)
+
+
+def test_decorrelated_first_retry_waits_two_base_on_average() -> None:
+    """With decorrelated jitter the successes on a second try waited U(1 s, 3 s): mean 2 s."""
+    p = 0.5
+    exact_mean = ((1 - p) * 0.01 + p * (1 - p) * 2.01) / (1 - p**2)
+    results = [
+        sim.simulate(
+            parse_scenario(_rejecting_text(p, 1, "decorrelated"), overrides={"scenario.seed": s})
+        )
+        for s in range(1, 7)
+    ]
+    means = [r.summary["latency_s"]["mean"] for r in results]
+    mean, half = mean_interval(means, confidence=0.999)
+    # A first delay of exactly base (the old bug) gives a mean of 0.34 s: half of this one.
+    assert abs(mean - exact_mean) <= half and half < 0.1 * exact_mean
+
+
+def test_client_latency_is_bounded_by_the_clients_patience() -> None:
+    """With a 4 s timeout and 3 retries no client waits more than 4 · 4 s plus three backoffs
+    (each at most the 1 s cap), while the server still finishes abandoned work far later."""
+    scenario = load_scenario(STORM, overrides={"client.timeout": "4s"})
+    result = sim.simulate(scenario)
+    client = result.summary["latency_s"]
+    bound_s = 4.0 * (3 + 1) + 3 * 1.0
+    assert client["max"] <= bound_s
+    assert np.nanmax(result.timeseries["latency_p99"]) <= bound_s * BUCKET_RATIO
+    server = result.summary["server_latency_s"]
+    assert server["max"] > 2 * bound_s  # the server view keeps work nobody waited for
+    assert server["p99"] > client["p99"]
 
 
 def test_server_keeps_serving_abandoned_work_unless_told_to_drop_it() -> None:
@@ -112,7 +235,9 @@ def test_server_keeps_serving_abandoned_work_unless_told_to_drop_it() -> None:
     dropping = load_scenario(STORM, overrides={"client.retries": 0, "service.drop_expired": True})
     kept, dropped = sim.simulate(base).summary, sim.simulate(dropping).summary
     assert kept["requests"]["dropped"] == 0
-    assert kept["latency_s"]["max"] > base.client.timeout  # work done after the client left
+    # Work done after the client left: in the server's view, never in what clients saw.
+    assert kept["server_latency_s"]["max"] > base.client.timeout
+    assert kept["latency_s"]["max"] <= base.client.timeout
     assert dropped["requests"]["dropped"] > 0
     assert dropped["outage_total_s"] < kept["outage_total_s"]
 
@@ -162,3 +287,19 @@ def test_adaptive_throttling_sheds_locally_only_when_the_backend_fails() -> None
     assert ok["throttled"] < 1e-4 * ok["fresh"]
     assert bad["throttled"] > 0.95 * bad["fresh"]
     assert 0 < bad["attempts"] < 0.05 * bad["fresh"]
+
+
+def test_backoff_jitter_draws_leave_error_injection_alone() -> None:
+    """Common random numbers: runs that differ only in jitter (equal, or none, which draws
+    nothing) agree bin for bin until the first retry could land (base/2 = 100 s), because
+    errors, jitter and throttling each have their own random stream."""
+    text = _rejecting_text(0.3, 2, "none", duration_s=300).replace("base = 1,", "base = 200,")
+    text = text.replace("cap = 100,", "cap = 1000,")
+    text = text.replace("[client]", "[client]\nthrottle_k = 3")
+    plain = sim.simulate(parse_scenario(text)).timeseries
+    jittered = sim.simulate(parse_scenario(text.replace('"none"', '"equal"'))).timeseries
+    before = plain["t_s"] < 100
+    for column in ("fresh", "attempts", "rejected", "throttled", "succeeded", "server_latency_p99"):
+        assert np.array_equal(plain[column][before], jittered[column][before]), column
+    assert plain["rejected"][before].sum() > 1000
+    assert not np.array_equal(plain["retries"], jittered["retries"])  # they do differ later

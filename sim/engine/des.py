@@ -93,7 +93,7 @@ class DesEngine:
         "throttled", "fresh_ok", "fresh_failed", "server_lat", "client_bins", "client_lat",
         "servers", "planned", "busy", "queue", "take", "queue_limit", "lifo_over",
         "drop_expired", "sojourn_limit", "slowdown", "fault_factor", "error_base", "error_rate",
-        "service", "uniform", "free_events", "complete_cbs",
+        "service", "error_draw", "jitter", "throttle_draw", "free_events", "complete_cbs",
         "arrival_event", "arrival_cbs", "arrivals", "arrival_times", "arrival_i",
         "timeout_s", "retries_max", "pending", "timer", "timer_cbs", "timer_armed",
         "backoff", "budget", "tokens", "throttle_k", "throttle_req", "throttle_acc",
@@ -106,8 +106,11 @@ class DesEngine:
         self.env = simpy.Environment()
         self.scenario, self.demand, self.recorder = scenario, demand, recorder
         self.scale, self.bin_s, self.duration_s = meta.scale, meta.bin, meta.duration
-        arrival_rng, service_rng, uniform_rng = (
-            np.random.default_rng(s) for s in np.random.SeedSequence(meta.seed).spawn(3)
+        # One stream per purpose (common random numbers): a parameter that changes how many
+        # draws one purpose takes (jitter kind, error rate, throttling) leaves the others'
+        # draws as they were. Children 0 and 1 are the arrival and service streams of old.
+        arrival_rng, service_rng, error_rng, jitter_rng, throttle_rng = (
+            np.random.default_rng(s) for s in np.random.SeedSequence(meta.seed).spawn(5)
         )
         # Bins and time integrals.
         self.b, self.next_edge, self.last = 0, self.bin_s, 0.0
@@ -133,7 +136,9 @@ class DesEngine:
         self.slowdown, self.fault_factor = 1.0, 1.0
         self.error_base = self.error_rate = service.error_rate
         self.service = _Blocks(service_time_draw(service.time, service_rng))
-        self.uniform = _Blocks(uniform_rng.random)
+        self.error_draw = _Blocks(error_rng.random)
+        self.jitter = _Blocks(jitter_rng.random)
+        self.throttle_draw = _Blocks(throttle_rng.random)
         self.free_events: list[Event] = []
         self.complete_cbs = [self._on_complete]
         # Arrivals: one reused event walks blocks of arrival times.
@@ -225,7 +230,7 @@ class DesEngine:
             attempt[STATE] = DONE
             return
         self.attempts[b] += 1
-        if self.error_rate and self.uniform() < self.error_rate:
+        if self.error_rate and self.error_draw() < self.error_rate:
             self.rejected[b] += 1
             attempt[STATE] = DONE
             self._retry_or_fail(attempt, now)
@@ -333,13 +338,15 @@ class DesEngine:
     def _backoff(self, tries: int, previous_s: float) -> float:
         spec = self.backoff
         if spec.jitter == "decorrelated":
-            high = max(spec.base, previous_s * 3)
-            return min(spec.cap, spec.base + self.uniform() * (high - spec.base))
+            # AWS "Exponential Backoff And Jitter": sleep = min(cap, U(base, 3 · sleep)) with
+            # sleep starting at base, so even the first retry is jittered (previous_s is 0).
+            high = 3 * max(spec.base, previous_s)
+            return min(spec.cap, spec.base + self.jitter() * (high - spec.base))
         delay = min(spec.cap, spec.base * spec.multiplier**tries)
         if spec.jitter == "full":
-            return self.uniform() * delay
+            return self.jitter() * delay
         if spec.jitter == "equal":
-            return delay / 2 + self.uniform() * delay / 2
+            return delay / 2 + self.jitter() * delay / 2
         return delay
 
     def _on_retry(self, event: Event) -> None:
@@ -363,7 +370,7 @@ class DesEngine:
         requests, accepts = sum(self.throttle_req), sum(self.throttle_acc)
         self.throttle_req[index] += 1
         p_reject = max(0.0, (requests - self.throttle_k * accepts) / (requests + 1))
-        return p_reject > 0 and self.uniform() < p_reject
+        return p_reject > 0 and self.throttle_draw() < p_reject
 
     # -- controls' interface ---------------------------------------------------------------
     def _servers_changed(self, now: float) -> None:
