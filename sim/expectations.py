@@ -140,6 +140,12 @@ def servers_needed(
         latency_ok = latency_p99_s is None or (math.isfinite(p99_s) and p99_s <= latency_p99_s)
         return success >= success_ratio and latency_ok
 
+    # With servers without end nobody waits: a target the idle service misses is never met.
+    in_time = pool.law.cdf(timeout_s) if timeout_s is not None else 1.0
+    if (1.0 - pool.error_rate) * in_time < success_ratio or in_time <= 0:
+        return None
+    if latency_p99_s is not None and pool.law.quantile(LATENCY_QUANTILE * in_time) > latency_p99_s:
+        return None
     low = max(1, math.floor(pool.offered_load) + 1) if pool.queue_limit != 0 else 1
     high = low
     while not meets(high):
