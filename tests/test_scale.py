@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+from conftest import REPO
+from scipy import stats
 
+import sim
 from sim.errors import ScenarioError
-from sim.scenario import parse_scenario, working_scales
+from sim.expectations import MATERIAL_P_WAIT, MATERIAL_WAIT_SHARE, scale_warnings
+from sim.scenario import load_scenario, parse_scenario, working_scales
+from sim.workload import Demand
 
 BASE = """\
 [scenario]
@@ -84,3 +90,92 @@ def test_working_scales_are_the_whole_fractions_of_the_common_divisor() -> None:
     assert above == pytest.approx(1000 / 333)
     assert working_scales([1000], 40.0) == (40.0, 40.0)
     assert working_scales([12], 20.0) == (12.0, None)
+
+
+# ---------------------------------------------------------------- the queue regime at scale
+POOL = """\
+[scenario]
+name = "scale-regime"
+duration = "30min"
+bin = "1min"
+
+[arrivals]
+rate = "{rate}/s"
+
+[service]
+servers = {servers}
+time = {{ dist = "exponential", mean = "1s" }}
+"""
+
+
+def _pool(servers: int, rate: float, scale: float, seed: int = 1):
+    text = POOL.format(servers=servers, rate=rate)
+    return parse_scenario(text, overrides={"scenario.scale": scale, "scenario.seed": seed})
+
+
+def test_scale_that_changes_the_queue_is_warned_with_the_figures() -> None:
+    """M/M/100 at 92% run as 10 servers: P(wait) 0.73 against the real 0.31, told."""
+    scenario = _pool(100, 92, 10)
+    (warning,) = scale_warnings(scenario, Demand(scenario))
+    assert "10 servers" in warning and "P(wait)=0.73" in warning
+    assert "real pool of 100" in warning and "0.31" in warning and "0.92" in warning
+
+
+def test_scale_that_keeps_the_queue_is_silent() -> None:
+    """M/M/200 at 50% run as 50 servers: both pools almost never wait, no warning."""
+    scenario = _pool(200, 100, 4)
+    assert scale_warnings(scenario, Demand(scenario)) == []
+    assert scale_warnings(_pool(100, 92, 1), Demand(_pool(100, 92, 1))) == []
+
+
+def test_planner_pool_is_judged_at_its_target_utilisation() -> None:
+    """The reference scenario at scale 2000 (a planner sizing for 80%) is warned."""
+    scenario = load_scenario(REPO / "scenarios" / "signal-2021-01.toml")
+    (warning,) = scale_warnings(scenario, Demand(scenario))
+    assert "scale 2000" in warning and "planner" in warning
+
+
+def _replications(servers: int, rate: float, scale: float, reps: int) -> dict[str, np.ndarray]:
+    figures: dict[str, list[float]] = {"wait": [], "p_wait": [], "latency": [], "util": []}
+    for seed in range(1, reps + 1):
+        summary = sim.simulate(_pool(servers, rate, scale, seed)).summary
+        figures["wait"].append(summary["wait_s"]["mean"])
+        figures["p_wait"].append(summary["wait_s"]["p_wait"])
+        figures["latency"].append(summary["latency_s"]["mean"])
+        figures["util"].append(summary["utilization"])
+    return {name: np.asarray(values) for name, values in figures.items()}
+
+
+def _difference_interval(a: np.ndarray, b: np.ndarray, confidence: float) -> tuple[float, float]:
+    """Welch's interval for mean(a) − mean(b), from the replications themselves."""
+    result = stats.ttest_ind(a, b, equal_var=False)
+    interval = result.confidence_interval(confidence)
+    return interval.low, interval.high
+
+
+def test_des_at_a_silent_scale_agrees_with_scale_one() -> None:
+    """Where the warning is silent (M/M/200 at 75%, scale 4: 50 servers wait with P 0.034,
+    200 with 0.0001), the DES at scale 4 agrees with scale 1 within the warning's margins:
+    Welch intervals over 5 and 20 replications (98.75%, Bonferroni over four figures) lie
+    inside ±MATERIAL_P_WAIT for P(wait) and ±MATERIAL_WAIT_SHARE·E[S] for the mean wait,
+    and hold 0 for client latency and utilisation."""
+    scenario = _pool(200, 150, 4)
+    assert scale_warnings(scenario, Demand(scenario)) == []
+    one, four = _replications(200, 150, 1, 5), _replications(200, 150, 4, 20)
+    margins = {"p_wait": MATERIAL_P_WAIT, "wait": MATERIAL_WAIT_SHARE * 1.0}
+    for name in one:
+        low, high = _difference_interval(four[name], one[name], 1 - 0.05 / 4)
+        margin = margins.get(name, 0.0)
+        if margin:
+            assert -margin <= low and high <= margin, (name, low, high)
+        else:
+            assert low <= 0 <= high, (name, low, high)
+    assert four["p_wait"].mean() > 0.01  # the case is not trivial: the small pool does wait
+
+
+def test_des_at_a_warned_scale_differs_from_scale_one() -> None:
+    """Where the warning fires (M/M/100 at 92%, scale 10), the DES waits far longer at
+    scale 10 than at scale 1: the Welch interval of the difference lies above 0."""
+    one, ten = _replications(100, 92, 1, 4), _replications(100, 92, 10, 4)
+    low, _ = _difference_interval(ten["wait"], one["wait"], 0.99)
+    assert low > 0
