@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import REPO
 
-from sim import __version__
+from sim import __version__, theory
 from sim.cli import cli
 
 GOOD = """\
@@ -194,6 +194,53 @@ def test_check_prints_the_size_estimate(write_scenario) -> None:
     result = _invoke("check", write_scenario(GOOD))
     assert result.exit_code == 0
     assert "cli-small" in result.stdout and "about 3,000 simulated requests" in result.stdout
+
+
+def test_check_warns_of_an_slo_the_idle_service_misses(write_scenario) -> None:
+    """check prints the impossible latency target with the idle p99 (exp(1 s): 4.61 s)."""
+    result = _invoke("check", write_scenario(GOOD), "--set", 'slo.latency_p99="4s"')
+    assert result.exit_code == 0, result.output
+    (warning,) = [line for line in result.stdout.splitlines() if line.startswith("warning:")]
+    assert "slo.latency_p99 = 4s" in warning and "4.61s" in warning
+
+
+def test_check_prints_what_theory_expects(write_scenario) -> None:
+    """check prints Erlang C for a constant rate into a fixed pool (M/M/8 at λ = 5)."""
+    result = _invoke("check", write_scenario(GOOD))
+    expected = theory.mmc(5.0, 1.0, 8)
+    assert "M/M/c (Erlang C)" in result.stdout
+    assert f"P(wait) {expected.p_wait:.4f}" in result.stdout
+    assert "servers needed for the SLO" in result.stdout
+
+
+def test_check_says_when_no_formula_applies(write_scenario) -> None:
+    """With retrying clients behind a timeout, check says no formula applies, with no number."""
+    text = GOOD + '\n[client]\ntimeout = "3s"\nretries = 2\n'
+    result = _invoke("check", write_scenario(text))
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("theory:")]
+    assert "no formula applies" in line and "Poisson" in line
+    assert "P(wait)" not in result.stdout
+
+
+def test_run_warns_on_stderr_and_in_the_summary(write_scenario, tmp_path: Path) -> None:
+    """run prints each warning on stderr (also with -q) and keeps it in summary.json."""
+    out = tmp_path / "out"
+    path = write_scenario(GOOD)
+    result = _invoke("run", path, "--out", out, "-q", "--no-charts", "--set",
+                     'slo.latency_p99="4s"')  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.stderr.startswith("outage-sim: warning: slo.latency_p99 = 4s")
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["warnings"]) == 1 and "4.61s" in summary["warnings"][0]
+    assert summary["theory"]["model"] == "M/M/c (Erlang C)"
+    assert set(summary["server_latency_s"]) == {"mean", "p50", "p95", "p99", "max"}
+
+
+def test_run_refuses_a_scale_that_does_not_divide_the_pool(write_scenario) -> None:
+    """--set scenario.scale=3 with 8 servers: exit 2, one message naming the key and the
+    nearest scales that work (8/3 → 2.667 and 4)."""
+    result = _invoke("run", write_scenario(GOOD), "--set", "scenario.scale=3")
+    _assert_one_message(result, "--set", "scenario.scale", "service.servers", "2.667", "4")
 
 
 def test_schema_prints_json_schema() -> None:
