@@ -133,12 +133,22 @@ def servers_needed(
     do not retry), or None when no number does (the idle service already misses them)."""
 
     def meets(servers: int) -> bool:
-        view = client_view(_with_servers(pool, servers), timeout_s)
-        if view is None:
+        candidate = _with_servers(pool, servers)
+        figures = candidate.figures()
+        if figures["p_wait"] is None:
             return False
-        success, p99_s = view
-        latency_ok = latency_p99_s is None or (math.isfinite(p99_s) and p99_s <= latency_p99_s)
-        return success >= success_ratio and latency_ok
+        p_wait, wait_s, law = figures["p_wait"], figures["wait_mean_s"], pool.law
+        admitted = (1.0 - pool.error_rate) * (1.0 - (figures["blocking"] or 0.0))
+        in_time = 1.0
+        if timeout_s is not None:
+            in_time = 1.0 - theory.response_tail(law, p_wait, wait_s, timeout_s)
+        if admitted * in_time < success_ratio:
+            return False
+        if latency_p99_s is None or (timeout_s is not None and latency_p99_s >= timeout_s):
+            return True  # every success answered within the timeout, so within the target
+        # The successes' p99 is within the target when P(R <= target) >= 0.99·P(R <= T).
+        within = 1.0 - theory.response_tail(law, p_wait, wait_s, latency_p99_s)
+        return within >= LATENCY_QUANTILE * in_time
 
     # With servers without end nobody waits: a target the idle service misses is never met.
     in_time = pool.law.cdf(timeout_s) if timeout_s is not None else 1.0
