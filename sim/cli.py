@@ -129,10 +129,11 @@ def run(file, out_dir, assignments, seed, engine, force, no_charts, quiet, debug
         scenario = _load(file, assignments, seed, engine)
         demand = Demand(scenario)
         check_size(scenario, demand, force=force)
-        for warning in scenario_warnings(scenario, demand):
-            click.echo(f"outage-sim: warning: {warning}", err=True)
         out = Path(out_dir) if out_dir else Path("reports") / scenario.scenario.name
         _writable(out)
+        # After every refusal: a refused run says one thing, its error.
+        for warning in scenario_warnings(scenario, demand):
+            click.echo(f"outage-sim: warning: {warning}", err=True)
         started_at = datetime.now(UTC)
         if reps > 1:
             from sim.sweep import describe_replications, replicate, write_bands
