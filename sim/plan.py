@@ -8,9 +8,11 @@ that passes only 75% of the time shows them in 24% of plans. The bound makes suc
 at most 1 - confidence likely for any pass probability under the target, and it sets a floor
 on `reps`: even n clean runs bound the probability only by (1 - confidence)^(1/n), so 0.9
 needs 22 runs (`reps_needed`); with fewer, no value can meet and the plan says so in its
-`warnings`. The search assumes that more of the parameter never hurts
-(more servers, a longer timeout budget...) and bisects the integers between `lo` and `hi`:
-about log2(hi - lo) probes of `reps` runs each. Every probe uses the same seeds (common random
+`warnings`.
+
+The search assumes that more of the parameter never hurts (more servers, a longer timeout
+budget...) and bisects the integers between `lo` and `hi`: about log2(hi - lo) probes of
+`reps` runs each. Every probe uses the same seeds (common random
 numbers), so neighbouring values are compared on the same traffic, and its evidence (each
 run's outage time and success ratio) goes into plan.json.
 """
