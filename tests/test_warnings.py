@@ -221,3 +221,16 @@ def test_scenario_warnings_join_both_kinds() -> None:
     warnings = scenario_warnings(scenario, Demand(scenario))
     assert len(warnings) == 2
     assert "slo.latency_p99" in warnings[0] and "scale 10" in warnings[1]
+
+
+def test_success_with_a_timeout_is_the_response_tail_and_agrees_with_the_run() -> None:
+    """Clients that give up after 2 s and never retry leave the pool M/M/10: success is
+    P(W + S <= 2 s) = 0.6837, and the run's batch-means interval holds it."""
+    scenario = load_scenario(
+        REPO / "scenarios" / "mmc.toml",
+        overrides={"scenario.duration": "6h", "client.timeout": "2s"},
+    )
+    summary = sim.simulate(scenario).summary
+    assert summary["theory"]["success_ratio"] == pytest.approx(0.683659, abs=1e-6)
+    row = next(r for r in summary["theory"]["compare"] if r["figure"] == "success_ratio")
+    assert row["agrees"] and row["ci_high"] - row["ci_low"] < 0.1
