@@ -21,8 +21,10 @@ from sim.report_text import (
     provenance_rows,
     run_span,
     sentence,
+    theory_facts,
     timeline_rows,
     total_rows,
+    warning_lines,
 )
 
 CAPTIONS = {
@@ -31,8 +33,9 @@ CAPTIONS = {
     "Lane above: outage bars and events (surges, faults, capacity changes).",
     "load.png": "Fresh demand, offered load (every attempt, retries included) and capacity, "
     "in requests per second.",
-    "latency.png": "Time in system of the attempts completed in each bin: p50, p95, p99, "
-    "with the SLO's p99 target and the client timeout.",
+    "latency.png": "What clients saw in each bin: p50, p95, p99 latency of the requests that "
+    "succeeded, first send to success (retries and backoff included), by arrival bin; with "
+    "the SLO's p99 target and the client timeout.",
     "outcomes.png": "What became of the attempts of each bin: succeeded, timed out, rejected; "
     "the line shows fresh requests.",
     "compare_queue.png": "Queue length of both runs overlaid, with their outages shaded.",
@@ -67,6 +70,10 @@ h2{font-size:20px;margin:30px 0 10px;border-bottom:1px solid #ddd;padding-bottom
 .cards dd{margin:0;font-size:24px;font-weight:700}
 .cards small{display:block;font-size:13px;font-weight:400;color:#555}
 .why{margin:12px 0 0}
+.warnings{border:1px solid #E69F00;border-left:8px solid #E69F00;border-radius:6px;
+  padding:8px 18px;margin:14px 0 0;background:#fffaf0}
+.warnings h2{font-size:17px;margin:4px 0;border:0;padding:0}
+.warnings ul{margin:4px 0;padding-left:20px}
 .description{overflow-wrap:anywhere;max-width:80ch}
 table{border-collapse:collapse;margin:6px 0;font-variant-numeric:tabular-nums}
 th,td{border-bottom:1px solid #e2e2e2;padding:5px 12px 5px 0;text-align:left;vertical-align:top}
@@ -148,6 +155,28 @@ def html_headline(summary: dict) -> str:
     )
 
 
+def html_warnings(summary: dict) -> str:
+    """The warnings box (nothing when the run has none)."""
+    lines = warning_lines(summary)
+    if not lines:
+        return ""
+    items = "".join(f"<li>{escape(line)}</li>" for line in lines)
+    return f'<section class="warnings"><h2>Warnings</h2><ul>{items}</ul></section>'
+
+
+def html_theory(summary: dict) -> str:
+    """The "Queueing theory" section (nothing when the summary has no `theory`)."""
+    facts = theory_facts(summary)
+    if facts is None:
+        return ""
+    parts = ["<h2>Queueing theory</h2>", f"<p>{escape(facts['text'])}</p>"]
+    for key in ("figures", "stretches", "compare"):
+        parts.append(html_table(facts.get(key) or []))
+    if facts.get("verdict"):
+        parts.append(f"<p>{escape(facts['verdict'])}</p>")
+    return "".join(parts)
+
+
 def html_report(summary: dict, images: dict[str, bytes]) -> str:
     """report.html: one self-contained page; `images` maps chart names to PNG bytes."""
     title = summary.get("title") or summary.get("scenario") or "outage-sim run"
@@ -157,12 +186,14 @@ def html_report(summary: dict, images: dict[str, bytes]) -> str:
         f"<h1>{escape(title)}</h1>",
         f'<p class="meta">{escape(run_span(summary))} · seed {escape(summary.get("seed"))}</p>',
         html_headline(summary),
+        html_warnings(summary),
         f'<h2>Scenario</h2><div class="description">{html_paragraphs(description)}</div>'
         if description.strip()
         else "",
         "<h2>Outages</h2>"
         + (html_table(outage_rows(summary)) if summary.get("outages") else "<p>None.</p>"),
         "<h2>Charts</h2>" + "".join(html_figure(n, images[n]) for n in PAGE_CHARTS if n in images),
+        html_theory(summary),
         "<h2>Key parameters</h2>" + html_table(parameter_rows(summary))
         if summary.get("parameters")
         else "",
@@ -213,6 +244,26 @@ def md_headline(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def md_warnings(summary: dict) -> str:
+    """The warnings as a quoted block (empty when the run has none)."""
+    lines = warning_lines(summary)
+    if not lines:
+        return ""
+    return "\n".join(["> **Warnings**", ">"] + [f"> - {md_text(line)}" for line in lines])
+
+
+def md_theory(summary: dict) -> list[str]:
+    """The "Queueing theory" section's parts (none when the summary has no `theory`)."""
+    facts = theory_facts(summary)
+    if facts is None:
+        return []
+    parts = ["## Queueing theory", md_text(facts["text"])]
+    parts += [md_table(facts[key]) for key in ("figures", "stretches", "compare") if facts.get(key)]
+    if facts.get("verdict"):
+        parts.append(md_text(facts["verdict"]))
+    return parts
+
+
 def markdown_report(summary: dict, images: list[str]) -> str:
     """report.md: the report for pasting into a postmortem; `images` are files beside it."""
     title = summary.get("title") or summary.get("scenario") or "outage-sim run"
@@ -222,6 +273,8 @@ def markdown_report(summary: dict, images: list[str]) -> str:
         f"seed {summary.get('seed', '–')}.",
         md_headline(summary),
     ]
+    if warning_lines(summary):
+        parts.append(md_warnings(summary))
     if summary.get("description"):
         parts += ["## Scenario", md_block(summary["description"])]
     parts += ["## Outages", md_table(outage_rows(summary)) if summary.get("outages") else "None."]
@@ -229,6 +282,7 @@ def markdown_report(summary: dict, images: list[str]) -> str:
     if charts:
         parts.append("## Charts")
         parts += [f"![{ALT[n]}]({n})\n\n{md_text(CAPTIONS[n])}" for n in charts]
+    parts += md_theory(summary)
     if summary.get("parameters"):
         parts += ["## Key parameters", md_table(parameter_rows(summary))]
     parts += ["## Totals", md_table(total_rows(summary))]

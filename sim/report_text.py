@@ -1,7 +1,10 @@
-"""The facts of a run's report in plain text: headline, outage table, parameters, provenance.
+"""The facts of a run's report in plain text: headline, warnings, outage table, queueing
+theory, parameters, provenance.
 
 Pages (`report_pages.py`, `report_compare.py`) lay these out in HTML or Markdown and escape
-them there; nothing here is markup. Everything is read from the summary dict alone.
+them there; nothing here is markup. Everything is read from the summary dict alone, and keys
+that an older summary lacks show nothing rather than fail. Over 400 lines for a reason: every
+sentence the report says is worded here once, so both pages (and the comparison) say the same.
 """
 
 from __future__ import annotations
@@ -114,6 +117,9 @@ def headline(summary: dict) -> dict[str, Any]:
             if ongoing
             else f"and stayed down for {lasted}, then recovered."
         )
+        cause = cause_sentence(first)
+        if cause:
+            lead += " " + cause
         if len(outages) > 1:
             lead += (
                 f" {len(outages)} outages in all, {seconds(summary.get('outage_total_s'))} "
@@ -183,16 +189,80 @@ def slo_text(summary: dict) -> str:
 
 
 def _metastable_note(summary: dict) -> str:
+    causes = {o.get("cause") for o in summary.get("outages") or []}
     if summary.get("metastable") is True:
         return "outlived its trigger"
+    if causes and causes <= {"chronic", "spontaneous"}:
+        return "chronic: never met its SLO" if "chronic" in causes else "began with no trigger"
     if summary.get("metastable") is False:
         return "ended with its backlog" if summary.get("outages") else "nothing to outlive"
+    if "trigger" in causes:
+        return "too early to tell"
     return "no trigger ended in the run"
+
+
+CRITERIA = {
+    "success_ratio": "success ratio",
+    "latency": "latency",
+    "both": "success ratio and latency",
+}
+
+
+def criterion_words(outage: dict) -> str:
+    """Which SLO target the outage breached, in words ('–' when the summary predates it)."""
+    return CRITERIA.get(outage.get("criterion"), "–")
+
+
+def cause_words(outage: dict) -> str:
+    """The outage's cause in a few words, for a table cell."""
+    cause, trigger = outage.get("cause"), outage.get("trigger") or "its trigger"
+    if cause == "metastable":
+        return f"metastable: outlived {trigger}"
+    if cause == "trigger":
+        return f"trigger: {trigger}"
+    if cause == "chronic":
+        return "chronic: before any trigger"
+    if cause == "spontaneous":
+        return "spontaneous: no trigger (bistable baseline)"
+    return "–"
+
+
+def cause_sentence(outage: dict) -> str:
+    """One sentence: what caused the outage and which target it breached."""
+    cause, trigger = outage.get("cause"), outage.get("trigger") or "its trigger"
+    breached = (
+        f" It breached the {criterion_words(outage)} target." if outage.get("criterion") else ""
+    )
+    if cause == "chronic":
+        text = "A chronic outage, not a metastable one: it was under way before any trigger."
+    elif cause == "spontaneous":
+        text = "It began with no trigger: the baseline collapses on its own now and then."
+    elif cause == "metastable":
+        text = f"A metastable failure: it outlived the trigger that tipped it ({trigger})."
+    elif cause == "trigger" and outage.get("ongoing"):
+        text = f"It began with {trigger}; too early to tell whether it outlives it."
+    elif cause == "trigger":
+        text = f"It began with {trigger} and ended with its backlog."
+    else:
+        text = ""
+    return (text + breached).strip()
 
 
 def outage_rows(summary: dict) -> list[list[str]]:
     """The outage table: header row, then one row per outage."""
-    rows = [["#", "began", "ended", "lasted", "peak queue", "success ratio", "amplification"]]
+    rows = [
+        [
+            "#",
+            "began",
+            "ended",
+            "lasted",
+            "breached",
+            "cause",
+            "peak queue",
+            "success ratio",
+            "amplification",
+        ]
+    ]
     for i, o in enumerate(summary.get("outages") or [], start=1):
         amplification = o.get("amplification")
         rows.append(
@@ -201,6 +271,8 @@ def outage_rows(summary: dict) -> list[list[str]]:
                 when(summary, o["start_s"]),
                 "still down at the end" if o.get("ongoing") else when(summary, o["end_s"]),
                 seconds(o["duration_s"]),
+                criterion_words(o),
+                cause_words(o),
                 count(o["peak_queue"]),
                 ratio(o.get("success_ratio"), 1),
                 f"{amplification:.2f}×" if amplification else "–",
@@ -408,3 +480,119 @@ def run_span(summary: dict) -> str:
 def sentence(text: str) -> str:
     text = text.strip()
     return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
+
+
+def warning_lines(summary: dict) -> list[str]:
+    """summary["warnings"] as one-line strings (none when the key is absent or empty)."""
+    warnings = summary.get("warnings") or []
+    if isinstance(warnings, str):
+        warnings = [warnings]
+    return [" ".join(str(w).split()) for w in warnings if str(w).strip()]
+
+
+THEORY_FIGURES = (
+    ("model", "model", None),
+    ("offered_load", "offered load", "erlangs"),
+    ("utilization", "utilisation", "share"),
+    ("p_wait", "P(wait): share of requests that queue", "share"),
+    ("wait_mean_s", "mean wait in queue", "seconds"),
+    ("blocking", "blocking: share refused", "share"),
+    ("servers_needed", "least servers meeting the SLO", "count"),
+)
+
+
+def _theory_value(value: Any, kind: str | None) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    if kind == "share":
+        return ratio(value, 1 if value >= 0.001 or value == 0 else 3)
+    if kind == "seconds":
+        return seconds(value)
+    if kind == "count":
+        return count(value)
+    if kind == "erlangs":
+        return f"{value:,.4g} erlangs"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _compare_value(figure: str, value: Any) -> str:
+    kind = next((k for key, _, k in THEORY_FIGURES if key == figure), None)
+    if kind is None:
+        kind = "seconds" if figure.endswith("_s") else None
+    return _theory_value(value, kind)
+
+
+def theory_facts(summary: dict) -> dict[str, Any] | None:
+    """The "Queueing theory" section: a sentence, the headline figures, the steady stretches
+    and theory beside simulation (None when the summary has no `theory`)."""
+    theory = summary.get("theory")
+    if not isinstance(theory, dict):
+        return None
+    reason = str(theory.get("reason") or "").strip()
+    if not theory.get("applies"):
+        return {"text": sentence(f"No formula applies: {reason or 'no reason given'}")}
+    model = theory.get("model")
+    text = f"What queueing theory expects{f' ({model})' if model else ''}"
+    text = sentence(f"{text}: {reason}" if reason else text)
+    figures = [["figure", "theory"]]
+    figures += [
+        [label, _theory_value(theory[key], kind)]
+        for key, label, kind in THEORY_FIGURES[1:]
+        if theory.get(key) is not None
+    ]
+    stretches = [["from", "to", "arrivals", "servers", "model", "utilisation", "P(wait)",
+                  "mean wait", "blocking", "servers needed"]]  # fmt: skip
+    for stretch in theory.get("stretches") or []:
+        stretches.append(
+            [
+                when(summary, stretch.get("start_s") or 0.0),
+                when(summary, stretch["end_s"]) if stretch.get("end_s") is not None else "end",
+                rate(stretch.get("arrival_rps")),
+                count(stretch.get("servers")),
+                str(stretch.get("model") or "–"),
+                _theory_value(stretch.get("utilization"), "share"),
+                _theory_value(stretch.get("p_wait"), "share"),
+                _theory_value(stretch.get("wait_mean_s"), "seconds"),
+                _theory_value(stretch.get("blocking"), "share"),
+                _theory_value(stretch.get("servers_needed"), "count"),
+            ]
+        )
+    compare = [["figure", "theory", "simulated", "95% interval", "agree?"]]
+    disagree = []
+    for row in theory.get("compare") or []:
+        figure = row.get("figure", "")
+        label = row.get("label") or figure.replace("_", " ")
+        low, high = row.get("ci_low"), row.get("ci_high")
+        interval = (
+            f"{_compare_value(figure, low)} to {_compare_value(figure, high)}"
+            if low is not None and high is not None
+            else "–"
+        )
+        agrees = row.get("agrees")
+        if agrees is False:
+            disagree.append(label)
+        compare.append(
+            [
+                label,
+                _compare_value(figure, row.get("theory")),
+                _compare_value(figure, row.get("simulated")),
+                interval,
+                {True: "yes", False: "no: beyond the interval"}.get(agrees, "–"),
+            ]
+        )
+    verdict = ""
+    if disagree:
+        verdict = sentence(
+            "Theory and simulation disagree beyond the simulated interval on " + ", ".join(disagree)
+        )
+    elif len(compare) > 1:
+        verdict = "Theory and simulation agree within the simulated interval."
+    return {
+        "text": text,
+        "figures": figures if len(figures) > 1 else [],
+        "stretches": stretches if len(stretches) > 1 else [],
+        "compare": compare if len(compare) > 1 else [],
+        "verdict": verdict,
+    }

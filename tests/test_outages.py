@@ -1,4 +1,8 @@
-"""SLO breaches to outage windows: min_duration, gap merging, and which bins breach."""
+"""SLO breaches to outage windows: which bins breach (beyond noise, open fates at the end),
+min_duration and gap merging, each outage's criterion and cause, and the metastable verdict.
+
+Time series are built by hand (the Timeseries contract), so each case states its counts.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sim.metrics import Recorder, Timeseries
-from sim.outages import analyse_outages, breached_bins, outage_windows
+from sim.metrics import Timeseries
+from sim.outages import (
+    analyse_outages,
+    bin_verdicts,
+    breached_bins,
+    outage_windows,
+    share_slower,
+)
 from sim.scenario import parse_scenario
 
 
@@ -30,6 +40,8 @@ def _breach(pattern: str) -> np.ndarray:
         ("x..x......", []),  # merged, still shorter than min_duration
         ("x...x.....", [(0, 5)]),  # merged span reaches min_duration
         (".......xxxxx", [(7, 12)]),  # ongoing at the end
+        ("........xx", [(8, 10)]),  # short, but still under way at the end: kept
+        ("xx.......x", [(9, 10)]),  # one breached last bin is enough
         ("xxxxxxxxxxxx", [(0, 12)]),
     ],
 )
@@ -54,13 +66,16 @@ def test_zero_min_duration_keeps_every_breach_run_apart() -> None:
     st.integers(min_value=1, max_value=8),
 )
 def test_outage_windows_properties(breach: list[bool], bin_s: float, min_bins: int) -> None:
-    """Windows are long, breach-bounded, split by long gaps and cover every long breach run."""
+    """Windows are long (or run to the end), breach-bounded, split by long gaps and cover every
+    long breach run and a breached last bin."""
     breach_array = np.array(breach, dtype=bool)
     min_duration_s = min_bins * bin_s
     windows = outage_windows(breach_array, bin_s, min_duration_s)
     for first, end in windows:
-        assert (end - first) * bin_s >= min_duration_s
+        assert (end - first) * bin_s >= min_duration_s or end == len(breach)
         assert breach_array[first] and breach_array[end - 1]
+    if breach and breach[-1]:
+        assert windows and windows[-1][1] == len(breach)
     for (_, end), (first, _) in zip(windows, windows[1:], strict=False):
         assert (first - end) * bin_s >= min_duration_s
     covered = np.zeros(len(breach), dtype=bool)
@@ -96,40 +111,57 @@ min_duration = "2min"
 """
 
 
-def _timeseries(ok, failed, p99, queue=None) -> Timeseries:
-    """A Timeseries made the way the engines make it: through a Recorder.
-
-    Per bin: `ok` and `failed` fresh requests (counted in their arrival bin), latencies all
-    equal to `p99` (NaN: none completed), and the queue at the bin's end.
-    """
+def _timeseries(ok, failed, p99=None, queue=None, fresh=None, **columns) -> Timeseries:
+    """A hand-made Timeseries of 1-min bins: `ok` and `failed` fresh requests by arrival bin
+    (`fresh` defaults to their sum: every fate decided), client latencies all equal to `p99`
+    (NaN: none), the queue at each bin's end; demand 1/s against capacity 2/s unless given."""
     n = len(ok)
-    queue = queue if queue is not None else [0] * n
-    recorder = Recorder(n_bins=n, bin_s=60.0)
-    for b in range(n):
-        recorder.fresh[b] = recorder.attempts[b] = ok[b] + failed[b]
-        recorder.succeeded[b] = recorder.fresh_ok[b] = ok[b]
-        recorder.fresh_failed[b] = failed[b]
-        if not np.isnan(p99[b]):
-            recorder.latencies.extend([p99[b]] * 10)
-        recorder.close_bin(b, queue=queue[b], busy=0, servers=1)
-    return recorder.timeseries(np.ones(n), mean_service_s=0.5)
+    p99 = np.asarray(p99 if p99 is not None else [1.0] * n, dtype=float)
+    ok, failed = np.asarray(ok, dtype=float), np.asarray(failed, dtype=float)
+    cols = {
+        "t_s": np.arange(n) * 60.0,
+        "fresh": np.asarray(fresh, dtype=float) if fresh is not None else ok + failed,
+        "fresh_ok": ok,
+        "fresh_failed": failed,
+        "attempts": ok + failed,
+        "queue": np.asarray(queue if queue is not None else [0] * n, dtype=float),
+        "latency_p50": p99.copy(),
+        "latency_p95": p99.copy(),
+        "latency_p99": p99,
+        "demand_rps": np.ones(n),
+        "capacity_rps": np.full(n, 2.0),
+    }
+    with np.errstate(invalid="ignore"):
+        cols["success_ratio"] = ok / (ok + failed)
+    cols.update({k: np.asarray(v, dtype=float) for k, v in columns.items()})
+    return Timeseries(bin_s=60.0, start=None, columns=cols)
+
+
+def _fault(at_s: float, end_s: float) -> list[dict]:
+    return [
+        {"t_s": at_s, "kind": "fault", "label": "fault: 30% capacity"},
+        {"t_s": end_s, "kind": "fault_end", "label": "fault ends"},
+    ]
 
 
 def test_breached_bins_by_success_ratio_and_p99() -> None:
     """A bin breaches on success ratio below target or p99 above it; idle bins do not."""
     scenario = parse_scenario(SLO_TEXT)
     ts = _timeseries(
-        ok=[100, 89, 90, 0, 100, 100],
-        failed=[0, 11, 10, 0, 0, 0],
+        ok=[100, 50, 90, 0, 100, 100],
+        failed=[0, 50, 10, 0, 0, 0],
         p99=[1.0, 1.0, 1.0, np.nan, 2.5, 1.5],
     )
+    verdicts = bin_verdicts(scenario, ts)
     assert breached_bins(scenario, ts).tolist() == [False, True, False, False, True, False]
+    assert verdicts["success"].tolist() == [False, True, False, False, False, False]
+    assert verdicts["latency"].tolist() == [False, False, False, False, True, False]
 
 
 def test_without_latency_target_only_success_counts() -> None:
     """With no latency_p99 in the SLO, slow bins that succeed do not breach."""
     scenario = parse_scenario(SLO_TEXT.replace('latency_p99 = "2s"\n', ""))
-    ts = _timeseries(ok=[10, 5], failed=[0, 5], p99=[100.0, 1.0])
+    ts = _timeseries(ok=[100, 50], failed=[0, 50], p99=[100.0, 1.0])
     assert breached_bins(scenario, ts).tolist() == [False, True]
 
 
@@ -139,7 +171,6 @@ def test_analyse_outages_reports_windows_in_seconds() -> None:
     ts = _timeseries(
         ok=[100, 50, 50, 50, 100, 100, 50, 100],
         failed=[0, 50, 50, 50, 0, 0, 50, 0],
-        p99=[1.0] * 8,
         queue=[0, 5, 40, 9, 0, 0, 3, 0],
     )
     result = analyse_outages(scenario, ts, events=[])
@@ -148,6 +179,7 @@ def test_analyse_outages_reports_windows_in_seconds() -> None:
     assert outage["duration_s"] == 180.0
     assert outage["peak_queue"] == 40.0
     assert outage["start"] is None  # no scenario.start
+    assert outage["criterion"] == "success_ratio" and outage["ongoing"] is False
     assert result["outage_total_s"] == 180.0
     assert result["first_outage_start_s"] == 60.0
     assert result["recovered"] is True
@@ -156,7 +188,74 @@ def test_analyse_outages_reports_windows_in_seconds() -> None:
 def test_an_outage_at_the_end_is_not_recovered() -> None:
     """An outage that runs to the last bin leaves the run unrecovered."""
     scenario = parse_scenario(SLO_TEXT)
-    ts = _timeseries(ok=[10, 10, 10, 0, 0], failed=[0, 0, 0, 10, 10], p99=[1.0] * 5)
+    ts = _timeseries(ok=[100, 100, 100, 0, 0], failed=[0, 0, 0, 100, 100])
     result = analyse_outages(scenario, ts, events=[])
     assert result["recovered"] is False
-    assert result["outages"][-1]["end_s"] == 300.0
+    assert result["outages"][-1]["end_s"] == 300.0 and result["outages"][-1]["ongoing"]
+
+
+def test_a_breach_at_the_end_shorter_than_min_duration_is_ongoing() -> None:
+    """One breached last bin (min_duration is two) still means the service is down at the end."""
+    scenario = parse_scenario(SLO_TEXT)
+    ts = _timeseries(ok=[100] * 5 + [0], failed=[0] * 5 + [100])
+    result = analyse_outages(scenario, ts, events=[])
+    assert result["recovered"] is False
+    assert [(o["start_s"], o["end_s"], o["ongoing"]) for o in result["outages"]] == [
+        (300.0, 360.0, True)
+    ]
+
+
+def test_bins_whose_fates_are_open_at_the_end_are_not_healthy() -> None:
+    """Last bins whose requests are all still waiting (no success, no failure yet) keep the
+    verdict of the bins before them: down at the end, not recovered (issue 10, item 1)."""
+    scenario = parse_scenario(SLO_TEXT.replace('latency_p99 = "2s"\n', ""))
+    ts = _timeseries(
+        ok=[100, 100, 0, 0, 0, 0], failed=[0, 0, 100, 100, 0, 0], fresh=[100] * 6, p99=[np.nan] * 6
+    )
+    result = analyse_outages(scenario, ts, events=[])
+    assert result["recovered"] is False
+    assert [(o["start_s"], o["end_s"], o["ongoing"]) for o in result["outages"]] == [
+        (120.0, 360.0, True)
+    ]
+
+
+def test_a_healthy_end_with_requests_still_in_service_is_healthy() -> None:
+    """A last bin whose few open requests arrived in its last seconds is judged on the rest."""
+    scenario = parse_scenario(SLO_TEXT)
+    ts = _timeseries(ok=[100] * 5 + [97], failed=[0] * 6, fresh=[100] * 5 + [100])
+    result = analyse_outages(scenario, ts, events=[])
+    assert result["outages"] == [] and result["recovered"] is True
+
+
+def test_requests_waiting_longer_than_the_latency_target_count_as_slow() -> None:
+    """Without a timeout nothing fails; requests still queued at the end for longer than the
+    latency target (2 s) make their bins breach the latency criterion."""
+    scenario = parse_scenario(SLO_TEXT)
+    ts = _timeseries(
+        ok=[100, 100, 100, 20, 0, 0], failed=[0] * 6, fresh=[100] * 6, p99=[1.0] * 4 + [np.nan] * 2
+    )
+    result = analyse_outages(scenario, ts, events=[])
+    assert bin_verdicts(scenario, ts)["latency"].tolist() == [False] * 3 + [True] * 3
+    assert result["recovered"] is False
+    assert result["outages"][0]["criterion"] == "latency"
+    assert result["outages"][0]["start_s"] == 180.0
+
+
+def test_criterion_both_when_each_target_is_missed() -> None:
+    """An outage missing the success target in some bins and the latency one in others is
+    'both'."""
+    scenario = parse_scenario(SLO_TEXT)
+    ts = _timeseries(ok=[100, 50, 100, 100, 100], failed=[0, 50, 0, 0, 0], p99=[1, 1, 9, 1, 1])
+    (outage,) = analyse_outages(scenario, ts, events=[])["outages"]
+    assert outage["criterion"] == "both"
+
+
+def test_share_slower_follows_the_percentiles() -> None:
+    """The share above a target is 1% at p99, 5% at p95, 50% at p50, and in between on an
+    exponential tail (an exp(1 s) service: e^-4 = 1.8% above 4 s)."""
+    p50, p95, p99 = np.log(2), np.log(20), np.log(100)  # exp(1 s) percentiles
+    shares = share_slower(4.0, [p50] * 3, [p95] * 3, [p99] * 3)
+    assert shares[0] == pytest.approx(np.exp(-4), rel=1e-9)
+    for target, share in ((p99, 0.01), (p95, 0.05), (p50, 0.5), (8.0, np.exp(-8))):
+        assert share_slower(target, [p50], [p95], [p99])[0] == pytest.approx(share, rel=1e-9)
+    assert np.isnan(share_slower(1.0, [np.nan], [np.nan], [np.nan])[0])
