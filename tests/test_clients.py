@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pytest
 from conftest import REPO, mean_interval, t_quantile
+from scipy import stats
 
 import sim
 from sim import theory
@@ -303,3 +304,83 @@ def test_backoff_jitter_draws_leave_error_injection_alone() -> None:
         assert np.array_equal(plain[column][before], jittered[column][before]), column
     assert plain["rejected"][before].sum() > 1000
     assert not np.array_equal(plain["retries"], jittered["retries"])  # they do differ later
+
+
+def _budget_bursts_text() -> str:
+    """Errors for 5 s of every minute: each burst of failures spends the budget's burst."""
+    faults = "".join(
+        f"\n[[faults]]\nat = {60 * k + 30}\nduration = 5\nerror_rate = 1.0\n" for k in range(30)
+    )
+    return f"""
+[scenario]
+name = "budget-scale"
+duration = 1800
+bin = 60
+
+[arrivals]
+rate = 20
+
+[service]
+servers = 100
+time = {{ dist = "exponential", mean = 0.05 }}
+{faults}
+[client]
+retries = 3
+retry_budget = 0.01
+backoff = {{ base = 0.1, cap = 1, jitter = "full" }}
+"""
+
+
+def _throttling_text() -> str:
+    """A one-second throttling window over 20 requests/s: the "+ 1" of P_reject matters."""
+    return """
+[scenario]
+name = "throttle-scale"
+duration = 1800
+bin = 60
+
+[arrivals]
+rate = 20
+
+[service]
+servers = 100
+time = { dist = "exponential", mean = 0.05 }
+error_rate = 0.6
+
+[client]
+throttle_k = 2
+throttle_window = 1
+"""
+
+
+@pytest.mark.parametrize(
+    ("make_text", "max_half"),
+    # Counted in simulated units at scale 5, the budget's refill and burst moved the
+    # amplification by 0.0018 and throttling moved it from 0.20 to 0.51: each interval must
+    # be narrow enough to see that.
+    [
+        (_budget_bursts_text, {"amplification": 0.0006, "success_ratio": 0.01}),
+        (_throttling_text, {"amplification": 0.05, "success_ratio": 0.05}),
+    ],
+    ids=["retry-budget", "throttling"],
+)
+def test_client_controls_mean_the_same_at_every_scale(make_text, max_half: dict) -> None:
+    """Retry budget and throttling count real requests: amplification and success ratio at
+    scale 5 equal those at scale 1 (99.9% Welch interval of the difference holds 0)."""
+    figures = {}
+    for scale in (1, 5):
+        summaries = [
+            sim.simulate(
+                parse_scenario(make_text(), overrides={"scenario.scale": scale, "scenario.seed": s})
+            ).summary
+            for s in range(1, 9)
+        ]
+        figures[scale] = {
+            key: [summary[key] for summary in summaries]
+            for key in ("amplification", "success_ratio")
+        }
+    for key in ("amplification", "success_ratio"):
+        test = stats.ttest_ind(figures[1][key], figures[5][key], equal_var=False)
+        low, high = test.confidence_interval(0.999)
+        assert low <= 0 <= high, f"{key}: scale 1 − scale 5 in [{low:.4g}, {high:.4g}]"
+        assert (high - low) / 2 < max_half[key], f"{key}: interval too wide to see a difference"

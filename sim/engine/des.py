@@ -39,8 +39,16 @@ from sim.workload import ArrivalSampler, Demand
 T, DEADLINE, TRIES, STATE, BACKOFF, FRESH_BIN, FIRST_T = range(7)
 LIVE, GONE, DONE = 0, 1, 2
 BLOCK = 65536
-RETRY_BUDGET_BURST = 10.0
-THROTTLE_SLOTS = 10
+# Client-side state is kept in REAL units so a run means the same at every scale (one
+# simulated request stands for `scale` real ones): the retry budget's bucket holds real tokens
+# (at most RETRY_BUDGET_BURST), a simulated success earns budget · scale of them and a simulated
+# retry costs scale. A retry passes while the bucket holds one real token, as a real client's
+# would, so at scale > 1 the bucket may end up to scale − 1 tokens in debt, which later
+# successes repay: the long-run retry rate is exact and a burst overshoots by less than one
+# simulated retry (`scale` real ones), the resolution of any count at that scale. Throttling
+# counts real requests and accepts, so the "+ 1" of P_reject weighs one real request.
+RETRY_BUDGET_BURST = 10.0  # real tokens (real retries)
+THROTTLE_SLOTS = 10  # time slots of the throttling window (a resolution, not a count)
 # Latencies are handed to the Recorder at least every this many expected attempts (a run
 # chunk), so the engine's buffers stay small however long a bin is.
 FLUSH_REQUESTS = 32768
@@ -96,7 +104,7 @@ class DesEngine:
         "service", "error_draw", "jitter", "throttle_draw", "free_events", "complete_cbs",
         "arrival_event", "arrival_cbs", "arrivals", "arrival_times", "arrival_i",
         "timeout_s", "retries_max", "pending", "timer", "timer_cbs", "timer_armed",
-        "backoff", "budget", "tokens", "throttle_k", "throttle_req", "throttle_acc",
+        "backoff", "budget", "tokens", "token_earn", "throttle_k", "throttle_req", "throttle_acc",
         "throttle_slot", "throttle_slot_s", "timer_fires", "controls_steps", "interrupted",
         "busy_closed",
     )  # fmt: skip
@@ -154,6 +162,7 @@ class DesEngine:
         self.backoff = client.backoff if client else None
         self.budget = client.retry_budget if client else None
         self.tokens = RETRY_BUDGET_BURST
+        self.token_earn = self.budget * self.scale if self.budget is not None else 0.0
         self.throttle_k = client.throttle_k if client else None
         self.throttle_slot_s = (client.throttle_window / THROTTLE_SLOTS) if client else 1.0
         self.throttle_req = [0] * THROTTLE_SLOTS
@@ -273,9 +282,9 @@ class DesEngine:
             self.succeeded[self.b] += 1
             self.fresh_ok[attempt[FRESH_BIN]] += 1
             if self.budget is not None:
-                self.tokens = min(RETRY_BUDGET_BURST, self.tokens + self.budget)
+                self.tokens = min(RETRY_BUDGET_BURST, self.tokens + self.token_earn)
             if self.throttle_k is not None:
-                self.throttle_acc[self.throttle_slot % THROTTLE_SLOTS] += 1
+                self.throttle_acc[self.throttle_slot % THROTTLE_SLOTS] += self.scale
         self.busy -= 1
         if self.queue and self.busy < self.servers:
             self._start_queued(now)
@@ -330,7 +339,7 @@ class DesEngine:
             self.fresh_failed[attempt[FRESH_BIN]] += 1
             return
         if self.budget is not None:
-            self.tokens -= 1.0
+            self.tokens -= self.scale
         delay = self._backoff(tries, attempt[BACKOFF])
         retry = self.env.timeout(delay, (tries + 1, delay, attempt[FRESH_BIN], attempt[FIRST_T]))
         retry.callbacks.append(self._on_retry)
@@ -368,7 +377,7 @@ class DesEngine:
             self.throttle_slot = slot
         index = slot % THROTTLE_SLOTS
         requests, accepts = sum(self.throttle_req), sum(self.throttle_acc)
-        self.throttle_req[index] += 1
+        self.throttle_req[index] += self.scale
         p_reject = max(0.0, (requests - self.throttle_k * accepts) / (requests + 1))
         return p_reject > 0 and self.throttle_draw() < p_reject
 
