@@ -526,7 +526,7 @@ def compare_with_run(scenario: Scenario, theory_out: dict, recorder) -> list[dic
         ("wait_mean_s", f"mean wait ({pool}; Little's law)", figures["wait_mean_s"], queue,
          started),
     ]  # fmt: skip
-    if only.get("success_ratio") is not None:
+    if (only.get("success_ratio") or 1.0) < 1.0:  # a ratio of exactly 1 has nothing to test
         ok = np.asarray(recorder.fresh_ok[window], dtype=float)
         decided = ok + np.asarray(recorder.fresh_failed[window], dtype=float)
         candidates.append(("success_ratio", "success ratio", only["success_ratio"], ok, decided))
