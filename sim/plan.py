@@ -224,6 +224,8 @@ def describe(result: Plan) -> str:
             f"an outage; pass probability >= {probe.lower_bound:.3f} at {result.confidence:.0%} "
             f"confidence ({verdict} {result.confidence:g})"
         )
-    if result.value is None:
+    if result.value is None and result.reps < (result.reps_needed or 0):
+        lines.append(f"  too few runs to tell: no value can meet with --reps {result.reps}")
+    elif result.value is None:
         lines.append(f"  even {result.param} = {result.hi} misses the SLO")
     return "\n".join(lines)

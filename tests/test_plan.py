@@ -156,7 +156,8 @@ def test_too_few_reps_are_said_and_the_least_sufficient_count_given(
     assert "--reps 10" in result.warnings[0]
     saved = json.loads((tmp_path / "plan.json").read_text())
     assert saved["reps_needed"] == 22 and saved["warnings"] == result.warnings
-    assert result.warnings[0] in planner.describe(result)
+    described = planner.describe(result)
+    assert result.warnings[0] in described and "misses the SLO" not in described
     # Even all-clean evidence at hi misses: the bound is (1 - 0.9)^(1/10) = 0.79.
     (probe,) = saved["probes"]
     assert probe["clean"] == 10 and probe["lower_bound"] == pytest.approx(0.1**0.1)
