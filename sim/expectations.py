@@ -287,13 +287,15 @@ def scale_warnings(scenario: Scenario, demand: Demand) -> list[str]:
         wait_gap_s = abs(sim_pool["wait_mean_s"] - real_pool["wait_mean_s"])
         if gap <= MATERIAL_P_WAIT and wait_gap_s <= MATERIAL_WAIT_SHARE * law.mean_s:
             continue
+        more = "more" if sim_pool["p_wait"] > real_pool["p_wait"] else "less"
+        remedy = "lower scenario.scale" if scale > 1 else "use scenario.scale = 1"
         text = (
             f"at scale {scale:g} the simulated pool of {simulated:,} servers waits "
             f"P(wait)={sim_pool['p_wait']:.2f} (mean wait {_seconds(sim_pool['wait_mean_s'])})"
             f" at the peak utilisation {utilization:.2f} ({what}), the real pool of "
             f"{real:,} waits {real_pool['p_wait']:.2f} (mean wait "
-            f"{_seconds(real_pool['wait_mean_s'])}): the run queues more than the real "
-            "service would; lower scenario.scale"
+            f"{_seconds(real_pool['wait_mean_s'])}): the run queues {more} than the real "
+            f"service would; {remedy}"
         )
         if worst is None or gap > worst[0]:
             worst = (gap, text)
