@@ -229,3 +229,18 @@ def test_a_run_without_bins_draws_no_chart(tmp_path):
     empty = Timeseries(bin_s=60.0, columns={"t_s": np.array([])})
     assert charts.write_charts({"outages": []}, empty, tmp_path) == []
     assert list(tmp_path.iterdir()) == []
+
+
+def test_latency_chart_tells_what_clients_see_from_server_time(storm):
+    """The latency chart draws the clients' and the server's percentiles from their own
+    columns, and its legend names each view so one is never read as the other."""
+    summary, ts = storm
+    ax = charts.latency_figure(summary, ts).axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    client = lines["what clients see: p99\n(first send to success,\nretries included)"]
+    server = lines["server time in system: p99\n(abandoned work included)"]
+    assert np.array_equal(client.get_ydata()[:-1], ts["latency_p99"], equal_nan=True)
+    assert np.array_equal(server.get_ydata()[:-1], ts["server_latency_p99"], equal_nan=True)
+    assert "what clients see: p50" in lines and "server time in system: p50" in lines
+    # The storm's abandoned work: the server's p99 climbs to minutes; no client waited that.
+    assert np.nanmax(ts["server_latency_p99"]) > 10 * np.nanmax(ts["latency_p99"])
