@@ -507,7 +507,7 @@ def draw_outcomes(ax, summary: dict, ts: Timeseries, axis: _Axis) -> None:
 PANELS = {
     "queue": (draw_queue, "queue length"),
     "load": (draw_load, "demand, offered load and capacity"),
-    "latency": (draw_latency, "latency per bin: what clients see, and server time"),
+    "latency": (draw_latency, "latency per bin (what clients see, and server time)"),
     "outcomes": (draw_outcomes, "outcome of attempts per bin"),
 }
 
