@@ -1,0 +1,338 @@
+"""The discrete-event engine: the compiled request kernel driven by a SimPy clock.
+
+The request path (arrivals, the pool and its queue, clients) lives in `kernel.py` as compiled
+functions over arrays; this module is the Python around it. One SimPy process, the clock,
+advances the kernel to the next instant any other SimPy process is due (a capacity change,
+the planner's review, an autoscaler tick, a fault), or to the next progress tick, then sleeps
+until then; so when a control acts, the kernel stands exactly at the control's time. Controls
+(`controls.py`, unchanged) act through `set_planned_servers`, `set_fault` and `observe`.
+
+Between kernel calls the driver refills the random blocks (one numpy Generator per purpose:
+arrivals, service, errors, jitter, throttling, spawned from the scenario's seed) and the arrival
+times, grows arrays when they fill, and copies what the kernel counted into the Recorder: the
+counters of the bins touched since the last copy, the bins the kernel closed, and the latency
+records, in bulk.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+import numpy as np
+import simpy
+
+from sim.engine.controls import start_controls
+from sim.engine.des import RETRY_BUDGET_BURST, service_time_draw
+from sim.engine.kernel import REACHED, advance
+from sim.engine.kernel_state import (
+    AR_BUSY,
+    AR_CAPACITY,
+    AR_QUEUE,
+    AR_SERVERS,
+    CL_BASE_S,
+    CL_BUDGET_BURST,
+    CL_BUDGET_COST,
+    CL_BUDGET_EARN,
+    CL_CAP_S,
+    CL_HAS_BUDGET,
+    CL_HAS_THROTTLE,
+    CL_JITTER,
+    CL_MULTIPLIER,
+    CL_RETRIES,
+    CL_SCALE,
+    CL_SLOT_S,
+    CL_STATION,
+    CL_THROTTLE_K,
+    CL_TIMEOUT_S,
+    CL_TOKENS,
+    COUNTER_NAMES,
+    JITTER_CODES,
+    LAT_CLIENT,
+    LAT_SERVER,
+    R_ERRORS,
+    R_JITTER,
+    R_SERVICE,
+    R_THROTTLE,
+    RAND0,
+    SF_NOW,
+    SI_ARRIVAL_I,
+    SI_ARRIVAL_N,
+    SI_ARRIVALS_DONE,
+    SI_BIN,
+    SI_CLOSED,
+    SI_DIRTY_LO,
+    SI_EVENTS,
+    SI_FREE_N,
+    SI_HEAP_N,
+    SI_LAT_CLIENT_N,
+    SI_LAT_SERVER_N,
+    SI_N_BINS,
+    SN_BUSY,
+    SN_QUEUE,
+    SN_SERVERS,
+    ST_BUSY,
+    ST_DROP_EXPIRED,
+    ST_LIFO,
+    ST_QLEN,
+    ST_SERVERS,
+    ST_STARTED,
+    ST_WAITED,
+    STF_BUSY_ACC,
+    STF_BUSY_CLOSED,
+    STF_ERROR_RATE,
+    STF_LAST_T,
+    STF_LIFO_OVER,
+    STF_QUEUE_LIMIT,
+    STF_SLOWDOWN,
+    STF_SOJOURN_S,
+    STF_WAIT_SUM,
+    THROTTLE_SLOTS,
+    KernelState,
+    grow_attempts,
+    grow_heap,
+    grow_lanes,
+    grow_queues,
+    lane_room,
+    new_state,
+    queue_room,
+)
+from sim.engine.kernel_store import close_bin, touch
+from sim.metrics import Recorder
+from sim.scenario import Scenario
+from sim.workload import ArrivalSampler, Demand
+
+ENTRY = 0  # the station (and client) of today's single pool: a graph of one
+# Refill a random block once it is down to a quarter; grow an array once it is three-quarters
+# full: each refill or growth then buys many thousands of kernel steps.
+REFILL_BELOW = RAND0 // 4
+
+
+class KernelEngine:
+    """One discrete-event run of a scenario on the compiled kernel, writing into a Recorder."""
+
+    def __init__(self, scenario: Scenario, demand: Demand, recorder: Recorder) -> None:
+        meta = scenario.scenario
+        self.env = simpy.Environment()
+        self.scenario, self.demand, self.recorder = scenario, demand, recorder
+        self.scale, self.duration_s = meta.scale, meta.duration
+        self.controls_steps = 0
+        self.interrupted = False
+        arrival_rng, service_rng, error_rng, jitter_rng, throttle_rng = (
+            np.random.default_rng(s) for s in np.random.SeedSequence(meta.seed).spawn(5)
+        )
+        self.arrivals = ArrivalSampler(demand, self.scale, arrival_rng)
+        service = scenario.service
+        self.draws: dict[int, Callable[[int], np.ndarray]] = {
+            R_JITTER: jitter_rng.random,
+            R_ERRORS: error_rng.random,
+            R_THROTTLE: throttle_rng.random,
+            R_SERVICE + ENTRY: service_time_draw(service.time, service_rng),
+        }
+        self.k: KernelState = new_state(1, 1, recorder.n_bins, meta.bin)
+        self.planned = self.scaled(service.servers)
+        self.fault_factor = 1.0
+        self.error_base = service.error_rate
+        self._configure_station(scenario)
+        self._configure_client(scenario)
+        for stream in self.draws:
+            self._refill(stream)
+
+    def scaled(self, real_servers: float) -> int:
+        """Simulated servers standing for `real_servers` at this run's scale."""
+        return max(0, round(real_servers / self.scale)) if real_servers else 0
+
+    def _configure_station(self, scenario: Scenario) -> None:
+        service, st_i, st_f = scenario.service, self.k.st_i[ENTRY], self.k.st_f[ENTRY]
+        st_i[ST_SERVERS] = self.planned
+        st_i[ST_LIFO] = service.discipline == "lifo"
+        st_i[ST_DROP_EXPIRED] = service.drop_expired
+        st_f[STF_QUEUE_LIMIT] = service.queue_limit / self.scale if service.queue_limit > 0 else 0
+        if service.lifo_over is not None:
+            st_f[STF_LIFO_OVER] = service.lifo_over / self.scale
+        if service.sojourn_limit is not None:
+            st_f[STF_SOJOURN_S] = service.sojourn_limit
+        st_f[STF_ERROR_RATE] = service.error_rate
+
+    def _configure_client(self, scenario: Scenario) -> None:
+        client, cl = scenario.client, self.k.cl_f[ENTRY]
+        cl[CL_STATION] = ENTRY
+        cl[CL_SCALE] = self.scale
+        cl[CL_TIMEOUT_S] = client.timeout if client and client.timeout else math.inf
+        cl[CL_SLOT_S] = 1.0
+        if client is None:
+            return
+        cl[CL_RETRIES] = client.retries
+        backoff = client.backoff
+        cl[CL_JITTER] = JITTER_CODES[backoff.jitter]
+        cl[CL_BASE_S], cl[CL_CAP_S] = backoff.base, backoff.cap
+        cl[CL_MULTIPLIER] = backoff.multiplier
+        if client.retry_budget is not None:
+            # Tokens in real units: a simulated success earns for `scale` real ones, a simulated
+            # retry costs `scale` real tokens; the burst is the real client's.
+            cl[CL_HAS_BUDGET] = 1.0
+            cl[CL_BUDGET_EARN] = client.retry_budget * self.scale
+            cl[CL_BUDGET_COST] = self.scale
+            cl[CL_BUDGET_BURST] = cl[CL_TOKENS] = RETRY_BUDGET_BURST
+        if client.throttle_k is not None:
+            cl[CL_HAS_THROTTLE] = 1.0
+            cl[CL_THROTTLE_K] = client.throttle_k
+            cl[CL_SLOT_S] = client.throttle_window / THROTTLE_SLOTS
+
+    # -- keeping the kernel supplied -------------------------------------------------------
+    def _refill(self, stream: int) -> None:
+        """A full block for a random stream, the numbers not yet used kept at its front."""
+        k = self.k
+        pos, n = k.rand_pos[stream], k.rand_n[stream]
+        left = n - pos
+        k.rand[stream, :left] = k.rand[stream, pos:n].copy()
+        k.rand[stream, left:] = self.draws[stream](RAND0 - left)
+        k.rand_pos[stream], k.rand_n[stream] = 0, RAND0
+
+    def _service(self) -> None:
+        """Refill, grow or empty whatever the kernel is short of."""
+        k = self.k
+        for stream in self.draws:
+            if k.rand_n[stream] - k.rand_pos[stream] < REFILL_BELOW:
+                self._refill(stream)
+        if k.si[SI_ARRIVAL_I] == k.si[SI_ARRIVAL_N] and not k.si[SI_ARRIVALS_DONE]:
+            block = self.arrivals.next_block()
+            if block is None:
+                k.si[SI_ARRIVALS_DONE] = 1
+            else:
+                self.k = k = k._replace(arrivals=np.asarray(block, dtype=np.float64))
+                k.si[SI_ARRIVAL_I], k.si[SI_ARRIVAL_N] = 0, len(k.arrivals)
+        if k.si[SI_FREE_N] < len(k.att_i) // 4:
+            k = grow_attempts(k, len(k.att_i))
+        if len(k.heap_t) - k.si[SI_HEAP_N] < len(k.heap_t) // 4:
+            k = grow_heap(k)
+        if queue_room(k) < k.queue.shape[1] // 4:
+            k = grow_queues(k)
+        if lane_room(k) < k.lane_id.shape[1] // 4:
+            k = grow_lanes(k)
+        self.k = k
+        if max(k.si[SI_LAT_CLIENT_N], k.si[SI_LAT_SERVER_N]) > k.lat_v.shape[1] // 2:
+            self._flush_latencies()
+
+    def _flush_latencies(self) -> None:
+        k, recorder = self.k, self.recorder
+        n = k.si[SI_LAT_SERVER_N]
+        if n:
+            recorder.add_server_latencies(k.lat_b[LAT_SERVER, :n], k.lat_v[LAT_SERVER, :n])
+            k.si[SI_LAT_SERVER_N] = 0
+        n = k.si[SI_LAT_CLIENT_N]
+        if n:
+            recorder.add_client_latencies(k.lat_b[LAT_CLIENT, :n], k.lat_v[LAT_CLIENT, :n])
+            k.si[SI_LAT_CLIENT_N] = 0
+
+    def _sync(self) -> None:
+        """Copy into the Recorder what changed since the last copy, closed bins in order."""
+        k, recorder = self.k, self.recorder
+        low, high = k.si[SI_DIRTY_LO], k.si[SI_BIN] + 1
+        for j, name in enumerate(COUNTER_NAMES):
+            getattr(recorder, name)[low:high] = k.counts[ENTRY, j, low:high].tolist()
+        k.si[SI_DIRTY_LO] = k.si[SI_BIN]
+        self._flush_latencies()
+        areas, snaps = k.areas[ENTRY], k.snaps[ENTRY]
+        for b in range(recorder.closed_bins, k.si[SI_CLOSED]):
+            recorder.busy_area[b] = float(areas[AR_BUSY, b])
+            recorder.queue_area[b] = float(areas[AR_QUEUE, b])
+            recorder.server_area[b] = float(areas[AR_SERVERS, b])
+            recorder.capacity_area[b] = float(areas[AR_CAPACITY, b])
+            recorder.close_bin(
+                b, int(snaps[SN_QUEUE, b]), int(snaps[SN_BUSY, b]), int(snaps[SN_SERVERS, b])
+            )
+        recorder.started = int(k.st_i[ENTRY, ST_STARTED])
+        recorder.waited = int(k.st_i[ENTRY, ST_WAITED])
+        recorder.wait_sum = float(k.st_f[ENTRY, STF_WAIT_SUM])
+
+    def _advance_to(self, t_s: float) -> None:
+        """Run the kernel to `t_s` (events at `t_s` included) and bring the Recorder up to date."""
+        while advance(self.k, t_s) != REACHED:
+            self._service()
+        self._sync()
+
+    # -- controls' interface ---------------------------------------------------------------
+    def _pool_changed(self, now: float) -> None:
+        k = self.k
+        k.st_i[ENTRY, ST_SERVERS] = max(0, round(self.planned * self.fault_factor))
+        self._advance_to(now)  # free servers take queued work at once
+
+    def set_planned_servers(self, real_servers: float) -> None:
+        """Set the planned number of servers (real units); faults still apply on top."""
+        now = self.env.now
+        self._advance_to(now)
+        touch(self.k, ENTRY, now)
+        self.planned = self.scaled(real_servers)
+        self._pool_changed(now)
+
+    def set_fault(self, capacity_factor: float, slowdown: float, error_rate: float) -> None:
+        """Apply the combined effect of the active faults (1, 1, 0 when none)."""
+        now = self.env.now
+        self._advance_to(now)
+        touch(self.k, ENTRY, now)
+        self.fault_factor = capacity_factor
+        self.k.st_f[ENTRY, STF_SLOWDOWN] = slowdown
+        self.k.st_f[ENTRY, STF_ERROR_RATE] = 1 - (1 - self.error_base) * (1 - error_rate)
+        self._pool_changed(now)
+
+    def observe(self) -> dict:
+        """State for an autoscaler (real units): servers, busy and queue now, and the busy
+        server-seconds so far (an autoscaler averages utilisation over its interval)."""
+        now = self.env.now
+        self._advance_to(now)
+        s, k = self.scale, self.k
+        busy = int(k.st_i[ENTRY, ST_BUSY])
+        since = now - k.st_f[ENTRY, STF_LAST_T]
+        busy_seconds = k.st_f[ENTRY, STF_BUSY_CLOSED] + k.st_f[ENTRY, STF_BUSY_ACC] + busy * since
+        return {
+            "servers": self.planned * s,
+            "busy": busy * s,
+            "queue": int(k.st_i[ENTRY, ST_QLEN]) * s,
+            "busy_seconds": float(busy_seconds) * s,
+        }
+
+    # -- running ---------------------------------------------------------------------------
+    def _clock(self, ticks: int, progress: Callable[[float], None] | None):
+        """The SimPy process that moves the kernel from one SimPy instant (or tick) to the next."""
+        env, end = self.env, self.duration_s
+        tick, wall_last = 1, time.monotonic()
+        while True:
+            while tick * end / ticks <= env.now and tick < ticks:
+                tick += 1
+            target = min(env.peek(), tick * end / ticks, end)
+            self._advance_to(target)
+            if progress is not None and time.monotonic() - wall_last > 0.2:
+                wall_last = time.monotonic()
+                progress(target / end)
+            if target >= end:
+                return
+            yield env.timeout(target - env.now)
+
+    def run(self, progress: Callable[[float], None] | None = None) -> float:
+        """Simulate to the end (or to Ctrl-C); return the simulated time reached."""
+        start_controls(self)
+        # Ticks: for the progress bar and Ctrl-C, which the compiled kernel only sees between
+        # calls; a tick is a few thousand requests at most.
+        expected = self.demand.expected_total() / self.scale
+        ticks = max(200, math.ceil(expected / 32768))
+        self.env.process(self._clock(ticks, progress))
+        try:
+            self.env.run(until=self.duration_s)
+            self._advance_to(self.duration_s)
+        except KeyboardInterrupt:
+            self.interrupted = True
+        end = self.duration_s if not self.interrupted else float(self.k.sf[SF_NOW])
+        self._finish(end)
+        return end
+
+    def _finish(self, end_s: float) -> None:
+        k = self.k
+        if k.si[SI_CLOSED] < k.si[SI_N_BINS]:
+            close_bin(k, end_s)
+        self._sync()
+
+    def simulated_events(self) -> int:
+        """Events processed (arrivals, completions, timeouts, retries, control steps)."""
+        return int(self.k.si[SI_EVENTS]) + self.controls_steps

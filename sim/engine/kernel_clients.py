@@ -1,0 +1,115 @@
+"""Client policy in the kernel: backoff and jitter, the retry budget, adaptive throttling.
+
+A client is a caller's policy towards one station (today: the end user's towards the service).
+Its parameters and state are a row of `cl_f`; every quantity that a real client counts (budget
+tokens, the throttle's requests and accepts) is kept in real units, so at `scale` s one
+simulated request counts as s real ones and the policy means the same at any scale.
+"""
+
+from __future__ import annotations
+
+import math
+
+from sim.engine.kernel_state import (
+    CL_BASE_S,
+    CL_BUDGET_BURST,
+    CL_BUDGET_COST,
+    CL_BUDGET_EARN,
+    CL_CAP_S,
+    CL_HAS_BUDGET,
+    CL_HAS_THROTTLE,
+    CL_JITTER,
+    CL_MULTIPLIER,
+    CL_SCALE,
+    CL_SLOT,
+    CL_SLOT_S,
+    CL_THROTTLE_K,
+    CL_TOKENS,
+    JITTER_DECORRELATED,
+    JITTER_EQUAL,
+    JITTER_FULL,
+    R_JITTER,
+    R_THROTTLE,
+    THROTTLE_SLOTS,
+)
+from sim.engine.kernel_store import compiled, draw
+
+
+@compiled
+def backoff_delay(k, c, tries, previous_s):
+    """Sleep before retry number `tries + 1`; `previous_s` is the last sleep (base at first).
+
+    Decorrelated jitter (AWS Architecture Blog, "Exponential Backoff And Jitter"): uniform in
+    [base, 3 · previous], capped, so the first retry already lies in [base, 3 · base].
+    """
+    base, cap = k.cl_f[c, CL_BASE_S], k.cl_f[c, CL_CAP_S]
+    jitter = k.cl_f[c, CL_JITTER]
+    if jitter == JITTER_DECORRELATED:
+        high = max(base, previous_s * 3.0)
+        return min(cap, base + draw(k, R_JITTER) * (high - base))
+    # math.pow of floats: the same libm call compiled and in Python (integer powers differ).
+    delay = min(cap, base * math.pow(k.cl_f[c, CL_MULTIPLIER], float(tries)))
+    if jitter == JITTER_FULL:
+        return draw(k, R_JITTER) * delay
+    if jitter == JITTER_EQUAL:
+        return delay / 2.0 + draw(k, R_JITTER) * delay / 2.0
+    return delay
+
+
+@compiled
+def budget_allows(k, c):
+    """Whether the retry budget has a token for one more retry (always, without a budget)."""
+    if k.cl_f[c, CL_HAS_BUDGET] == 0.0:
+        return True
+    # A simulated retry stands for `scale` real ones; when the burst is smaller than that, a
+    # full bucket is enough (the long-run ratio stays exact, the bucket may go into debt).
+    need = min(k.cl_f[c, CL_BUDGET_COST], k.cl_f[c, CL_BUDGET_BURST])
+    return k.cl_f[c, CL_TOKENS] >= need
+
+
+@compiled
+def budget_spend(k, c):
+    if k.cl_f[c, CL_HAS_BUDGET] != 0.0:
+        k.cl_f[c, CL_TOKENS] -= k.cl_f[c, CL_BUDGET_COST]
+
+
+@compiled
+def budget_earn(k, c):
+    if k.cl_f[c, CL_HAS_BUDGET] != 0.0:
+        tokens = k.cl_f[c, CL_TOKENS] + k.cl_f[c, CL_BUDGET_EARN]
+        k.cl_f[c, CL_TOKENS] = min(k.cl_f[c, CL_BUDGET_BURST], tokens)
+
+
+@compiled
+def throttle_roll(k, c, now):
+    """Move the client's sliding window to `now`, emptying the slots it passed; the slot index."""
+    slot = int(now / k.cl_f[c, CL_SLOT_S])
+    current = int(k.cl_f[c, CL_SLOT])
+    if slot != current:
+        for s in range(current + 1, min(slot, current + THROTTLE_SLOTS) + 1):
+            k.th_req[c, s % THROTTLE_SLOTS] = 0.0
+            k.th_acc[c, s % THROTTLE_SLOTS] = 0.0
+        k.cl_f[c, CL_SLOT] = slot
+    return slot % THROTTLE_SLOTS
+
+
+@compiled
+def throttled(k, c, now):
+    """Adaptive throttling (Google SRE book, "Handling Overload"): the client rejects locally
+    with P = max(0, (requests − K·accepts) / (requests + 1)) over its sliding window."""
+    if k.cl_f[c, CL_HAS_THROTTLE] == 0.0:
+        return False
+    index = throttle_roll(k, c, now)
+    scale = k.cl_f[c, CL_SCALE]
+    requests = k.th_req[c].sum() * scale
+    accepts = k.th_acc[c].sum() * scale
+    k.th_req[c, index] += 1.0
+    p_reject = max(0.0, (requests - k.cl_f[c, CL_THROTTLE_K] * accepts) / (requests + 1.0))
+    return p_reject > 0.0 and draw(k, R_THROTTLE) < p_reject
+
+
+@compiled
+def throttle_accept(k, c, now):
+    """A success: one accept in the throttle's window."""
+    if k.cl_f[c, CL_HAS_THROTTLE] != 0.0:
+        k.th_acc[c, throttle_roll(k, c, now)] += 1.0
