@@ -57,8 +57,7 @@ def check_size(scenario: Scenario, demand: Demand | None = None, force: bool = F
     estimate = estimate_requests(scenario, demand)
     if scenario.scenario.engine == "des" and estimate > MAX_SIMULATED_REQUESTS and not force:
         needed = scenario.scenario.scale * math.ceil(estimate / (MAX_SIMULATED_REQUESTS / 2))
-        # The least scale at or above the one needed that divides every count (else refused).
-        _, suggested = working_scales([c for _, c in scaled_counts(scenario)], needed)
+        suggested = _suggested_scale([c for _, c in scaled_counts(scenario)], needed)
         remedy = (
             f"use --set scenario.scale={suggested:.12g}, --engine fluid, or --force"
             if suggested is not None and suggested <= MAX_SCALE
@@ -69,6 +68,20 @@ def check_size(scenario: Scenario, demand: Demand | None = None, force: bool = F
             f"{MAX_SIMULATED_REQUESTS:,}); {remedy}"
         )
     return estimate
+
+
+def _suggested_scale(counts: list[float], needed: float) -> float | None:
+    """A scale at or above `needed` that divides every count (any other is refused): a
+    whole one when one lies within twice `needed`, else the least that works."""
+    _, least = working_scales(counts, needed)
+    if least is None or least == int(least):
+        return least
+    divisor = math.gcd(*(int(c) for c in counts if c > 0))
+    for parts in range(math.floor(divisor / needed), 0, -1)[:10_000]:
+        if divisor % parts == 0:
+            whole = divisor // parts
+            return float(whole) if whole <= 2 * needed else least
+    return least
 
 
 def simulate(

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from conftest import REPO
 from scipy import stats
 
 import sim
-from sim.errors import ScenarioError
+from sim.errors import RunTooLargeError, ScenarioError
 from sim.expectations import MATERIAL_P_WAIT, MATERIAL_WAIT_SHARE, scale_warnings
+from sim.run import check_size
 from sim.scenario import load_scenario, parse_scenario, working_scales
 from sim.workload import Demand
 
@@ -179,3 +182,17 @@ def test_des_at_a_warned_scale_differs_from_scale_one() -> None:
     one, ten = _replications(100, 92, 1, 4), _replications(100, 92, 10, 4)
     low, _ = _difference_interval(ten["wait"], one["wait"], 0.99)
     assert low > 0
+
+
+def test_the_size_guard_suggests_a_scale_that_divides_the_pool() -> None:
+    """Too large a run is refused with a scale the scenario accepts: whole (4,000 for 80,000
+    servers) when one is near; none at all when the pool is too small to divide."""
+    text = POOL.format(servers=80_000, rate=1e6).replace('"30min"', '"1d"')
+    with pytest.raises(RunTooLargeError, match=r"scenario\.scale=4000,") as caught:
+        check_size(parse_scenario(text))
+    scale = float(re.search(r"scenario\.scale=([\d.]+)", str(caught.value)).group(1))
+    assert parse_scenario(text, overrides={"scenario.scale": scale}).scenario.scale == scale
+    small = POOL.format(servers=8, rate=1e6).replace('"30min"', '"1d"')
+    with pytest.raises(RunTooLargeError, match="no scale that divides the pool") as caught:
+        check_size(parse_scenario(small))
+    assert "--force" in str(caught.value)
