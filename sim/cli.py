@@ -121,9 +121,9 @@ def run(file, out_dir, assignments, seed, engine, force, no_charts, quiet, debug
     """Simulate FILE and write its report (summary.json, timeseries.csv, charts)."""
     _terminate_as_interrupt()
     with _guard(debug):
-        from sim.expectations import scenario_warnings
         from sim.report import write_report
         from sim.run import check_size, simulate
+        from sim.scenario_warnings import scenario_warnings
         from sim.workload import Demand
 
         scenario = _load(file, assignments, seed, engine)
@@ -234,8 +234,9 @@ def _headline(summary: dict, out: Path) -> str:
 def check(file, assignments, debug) -> None:
     """Validate FILE without running it; print what a run would simulate."""
     with _guard(debug):
-        from sim.expectations import describe_theory, scenario_theory, scenario_warnings
+        from sim.expectations import describe_theory, scenario_theory
         from sim.run import check_size, estimate_requests
+        from sim.scenario_warnings import scenario_warnings
         from sim.workload import Demand
 
         scenario = _load(file, assignments)

@@ -14,12 +14,13 @@ import numpy as np
 
 from sim import __version__
 from sim.errors import RunTooLargeError
-from sim.expectations import compare_with_run, scenario_theory, scenario_warnings
+from sim.expectations import compare_with_run, scenario_theory
 from sim.metrics import Recorder, Timeseries
 from sim.outages import analyse_outages
 from sim.parameters import scenario_parameters, scenario_slo
 from sim.scenario import Scenario, scaled_counts, working_scales
 from sim.scenario_model import MAX_SCALE
+from sim.scenario_warnings import scenario_warnings
 from sim.units import format_duration
 from sim.workload import Demand
 

@@ -4,7 +4,9 @@ The pipeline is the one Ciw taught us: read TOML -> apply `--set` overrides -> v
 the pydantic models of `scenario_model.py` (defaults live in the models, checks in their
 validators) -> freeze.
 Every failure is a `ScenarioError` naming the file, the dotted key and the line. Nothing in a
-scenario file is evaluated; paths in it are resolved relative to the file.
+scenario file is evaluated; paths in it are resolved relative to the file. (Over 400 lines:
+loading, overrides, cross-key checks and key location belong together, each check needing the
+location of the key it blames.)
 """
 
 from __future__ import annotations

@@ -11,9 +11,9 @@ from scipy import stats
 
 import sim
 from sim.errors import RunTooLargeError, ScenarioError
-from sim.expectations import MATERIAL_P_WAIT, MATERIAL_WAIT_SHARE, scale_warnings
 from sim.run import check_size
 from sim.scenario import load_scenario, parse_scenario, working_scales
+from sim.scenario_warnings import MATERIAL_P_WAIT, MATERIAL_WAIT_SHARE, scale_warnings
 from sim.workload import Demand
 
 BASE = """\

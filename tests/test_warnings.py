@@ -9,8 +9,9 @@ from conftest import REPO
 from scipy import stats
 
 import sim
-from sim.expectations import idle_slo_warnings, scenario_theory, scenario_warnings
+from sim.expectations import scenario_theory
 from sim.scenario import load_scenario, parse_scenario
+from sim.scenario_warnings import idle_slo_warnings, scenario_warnings
 from sim.workload import Demand
 
 IDLE = """\
