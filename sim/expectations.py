@@ -192,16 +192,19 @@ def _no_formula(scenario: Scenario) -> str | None:
 
 def _steady_demand(demand: Demand) -> list[tuple[float, float, float]]:
     """(start_s, end_s, rate) of the stretches where the fresh rate holds still."""
-    runs: list[list[float]] = []
-    for t0, t1, left, right in zip(demand.t[:-1], demand.t[1:], demand.left, demand.right,
-                                   strict=True):  # fmt: skip
-        if not math.isclose(left, right, rel_tol=1e-9, abs_tol=1e-12):
-            continue
-        if runs and runs[-1][1] == t0 and math.isclose(runs[-1][2], left, rel_tol=1e-9):
-            runs[-1][1] = t1
-        else:
-            runs.append([t0, t1, left])
-    return [tuple(run) for run in runs]
+    left, right = demand.left, demand.right
+    steady = np.isclose(left, right, rtol=1e-9, atol=1e-12)
+    same_as_before = np.zeros_like(steady)
+    same_as_before[1:] = steady[:-1] & np.isclose(left[1:], left[:-1], rtol=1e-9, atol=0.0)
+    starts = np.flatnonzero(steady & ~same_as_before)
+    continues = steady & same_as_before
+    runs = []
+    for first in starts:
+        last = first
+        while last + 1 < len(steady) and continues[last + 1]:
+            last += 1
+        runs.append((float(demand.t[first]), float(demand.t[last + 1]), float(left[first])))
+    return runs
 
 
 def _pool_timeline(scenario: Scenario) -> list[tuple[float, float, float, float, float]]:
