@@ -182,9 +182,11 @@ class DesEngine:
 
     # -- time and bins ---------------------------------------------------------------------
     def _roll(self, now: float) -> None:
-        """Close every bin that ended at or before `now`."""
+        """Close every bin that ended at or before `now`; the last bin closes in `_finish`, so
+        no event of the run (an edge summed in floating point may fall a hair before the
+        end) lands in a bin already closed."""
         recorder = self.recorder
-        while now >= self.next_edge and self.b < recorder.n_bins:
+        while now >= self.next_edge and self.b < recorder.n_bins - 1:
             self._close_bin(self.next_edge)
             self.next_edge += self.bin_s
 
