@@ -45,7 +45,7 @@ def backoff_delay(k, c, tries, previous_s):
     base, cap = k.cl_f[c, CL_BASE_S], k.cl_f[c, CL_CAP_S]
     jitter = k.cl_f[c, CL_JITTER]
     if jitter == JITTER_DECORRELATED:
-        high = max(base, previous_s * 3.0)
+        high = 3.0 * max(base, previous_s)
         return min(cap, base + draw(k, R_JITTER) * (high - base))
     # math.pow of floats: the same libm call compiled and in Python (integer powers differ).
     delay = min(cap, base * math.pow(k.cl_f[c, CL_MULTIPLIER], float(tries)))
@@ -61,10 +61,10 @@ def budget_allows(k, c):
     """Whether the retry budget has a token for one more retry (always, without a budget)."""
     if k.cl_f[c, CL_HAS_BUDGET] == 0.0:
         return True
-    # A simulated retry stands for `scale` real ones; when the burst is smaller than that, a
-    # full bucket is enough (the long-run ratio stays exact, the bucket may go into debt).
-    need = min(k.cl_f[c, CL_BUDGET_COST], k.cl_f[c, CL_BUDGET_BURST])
-    return k.cl_f[c, CL_TOKENS] >= need
+    # A retry passes while the bucket holds one real token, as a real client's would; at
+    # scale > 1 a simulated retry costs `scale` tokens, so the bucket may go into debt by up to
+    # scale - 1 tokens, which later successes repay (the long-run retry rate stays exact).
+    return k.cl_f[c, CL_TOKENS] >= 1.0
 
 
 @compiled
