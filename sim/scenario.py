@@ -247,6 +247,19 @@ def working_scales(counts: list[float], scale: float) -> tuple[float | None, flo
     return divisor / (fewer + 1), (divisor / fewer if fewer >= 1 else None)
 
 
+def whole_scales(counts: list[float], scale: float) -> list[float]:
+    """The nearest whole scales below and above `scale` that divide every count: the
+    divisors of the counts' greatest common divisor (at most a few thousand to look at)."""
+    divisor = math.gcd(*(int(c) for c in counts if c > 0)) if any(c > 0 for c in counts) else 1
+    divisors = set()
+    for small in range(1, math.isqrt(divisor) + 1):
+        if divisor % small == 0:
+            divisors |= {small, divisor // small}
+    below = [d for d in divisors if d < scale]
+    above = [d for d in divisors if d > scale]
+    return ([float(max(below))] if below else []) + ([float(min(above))] if above else [])
+
+
 def _check_scale(scenario: Scenario, file: str | Path, text: str, overridden: set[str]) -> None:
     """Refuse a scale at which a count would not be a whole number of simulated units."""
     scale = scenario.scenario.scale
@@ -254,8 +267,12 @@ def _check_scale(scenario: Scenario, file: str | Path, text: str, overridden: se
     for loc, count in counts:
         if _divides(count, scale):
             continue
-        below, above = working_scales([c for _, c in counts], scale)
-        nearest = " and ".join(f"{s:.4g}" for s in (below, above) if s is not None)
+        whole_counts = [c for _, c in counts]
+        below, above = working_scales(whole_counts, scale)
+        nearest = " and ".join(f"{s:.10g}" for s in (below, above) if s is not None)
+        whole = [s for s in whole_scales(whole_counts, scale) if s not in (below, above)]
+        if whole:
+            nearest += f" (whole: {' and '.join(f'{s:g}' for s in whole)})"
         key = ".".join(str(part) for part in loc)
         where = locate_key(text, loc)
         raise _located(

@@ -12,7 +12,7 @@ from scipy import stats
 import sim
 from sim.errors import RunTooLargeError, ScenarioError
 from sim.run import check_size
-from sim.scenario import load_scenario, parse_scenario, working_scales
+from sim.scenario import load_scenario, parse_scenario, whole_scales, working_scales
 from sim.scenario_warnings import MATERIAL_P_WAIT, MATERIAL_WAIT_SHARE, scale_warnings
 from sim.workload import Demand
 
@@ -196,3 +196,16 @@ def test_the_size_guard_suggests_a_scale_that_divides_the_pool() -> None:
     with pytest.raises(RunTooLargeError, match="no scale that divides the pool") as caught:
         check_size(parse_scenario(small))
     assert "--force" in str(caught.value)
+
+
+def test_whole_scales_are_the_divisors_around_the_scale() -> None:
+    """Around 3000 the whole scales dividing 20,000 servers and 1,000,000 places are 2500
+    and 4000; the refusal names them beside the exact 20000/7 and 20000/6."""
+    assert whole_scales([20_000, 1_000_000], 3000) == [2500.0, 4000.0]
+    assert whole_scales([7], 3) == [1.0, 7.0]
+    with pytest.raises(
+        ScenarioError, match=r"2857\.142857 and 3333\.333333 \(whole: 2500 and 4000\)"
+    ):
+        load_scenario(
+            REPO / "scenarios" / "signal-2021-01.toml", overrides={"scenario.scale": 3000}
+        )
