@@ -209,3 +209,7 @@ def test_whole_scales_are_the_divisors_around_the_scale() -> None:
         load_scenario(
             REPO / "scenarios" / "signal-2021-01.toml", overrides={"scenario.scale": 3000}
         )
+    accepted = load_scenario(
+        REPO / "scenarios" / "signal-2021-01.toml", overrides={"scenario.scale": 2857.142857}
+    )
+    assert accepted.scenario.scale == 2857.142857
