@@ -230,9 +230,9 @@ def cause_words(outage: dict) -> str:
 def cause_sentence(outage: dict) -> str:
     """One sentence: what caused the outage and which target it breached."""
     cause, trigger = outage.get("cause"), outage.get("trigger") or "its trigger"
-    breached = (
-        f" It breached the {criterion_words(outage)} target." if outage.get("criterion") else ""
-    )
+    targets = "targets" if outage.get("criterion") == "both" else "target"
+    criterion = criterion_words(outage)
+    breached = f" It breached the {criterion} {targets}." if outage.get("criterion") else ""
     if cause == "chronic":
         text = "A chronic outage, not a metastable one: it was under way before any trigger."
     elif cause == "spontaneous":
@@ -498,6 +498,8 @@ THEORY_FIGURES = (
     ("wait_mean_s", "mean wait in queue", "seconds"),
     ("blocking", "blocking: share refused", "share"),
     ("servers_needed", "least servers meeting the SLO", "count"),
+    ("success_ratio", "success ratio", "share"),
+    ("latency_p99_s", "p99 latency", "seconds"),
 )
 
 
@@ -534,8 +536,10 @@ def theory_facts(summary: dict) -> dict[str, Any] | None:
     if not theory.get("applies"):
         return {"text": sentence(f"No formula applies: {reason or 'no reason given'}")}
     model = theory.get("model")
-    text = f"What queueing theory expects{f' ({model})' if model else ''}"
-    text = sentence(f"{text}: {reason}" if reason else text)
+    text = f"What queueing theory expects: {reason}" if reason else "What queueing theory expects"
+    if model and model not in reason:
+        text += f" (model: {model})"
+    text = sentence(text)
     figures = [["figure", "theory"]]
     figures += [
         [label, _theory_value(theory[key], kind)]
@@ -559,7 +563,8 @@ def theory_facts(summary: dict) -> dict[str, Any] | None:
                 _theory_value(stretch.get("servers_needed"), "count"),
             ]
         )
-    compare = [["figure", "theory", "simulated", "95% interval", "agree?"]]
+    confidence = theory.get("confidence") or 0.95
+    compare = [["figure", "theory", "simulated", f"{confidence:.0%} interval", "agree?"]]
     disagree = []
     for row in theory.get("compare") or []:
         figure = row.get("figure", "")
@@ -592,7 +597,8 @@ def theory_facts(summary: dict) -> dict[str, Any] | None:
     return {
         "text": text,
         "figures": figures if len(figures) > 1 else [],
-        "stretches": stretches if len(stretches) > 1 else [],
+        # One stretch that spans the run repeats the figures above.
+        "stretches": stretches if len(stretches) > 2 else [],
         "compare": compare if len(compare) > 1 else [],
         "verdict": verdict,
     }
