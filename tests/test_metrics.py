@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pytest
+from conftest import REPO
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -279,3 +280,25 @@ time = { dist = "exponential", mean = 1 }
     assert succeeded > 300 * 250
     assert sum(sizes) == succeeded  # every completion reached the histogram
     assert max(sizes) <= 1.4 * 250  # 250 expected a chunk (Poisson sd 16): 6 sd of room
+
+
+def test_engine_holds_client_histograms_only_for_bins_still_in_flight(monkeypatch) -> None:
+    """In a retry storm judged in 1 s bins, the DES never holds more open client histograms
+    than a request's longest life spans: 4 tries · 1 s timeout + 3 backoffs ≤ 1 s = 7 bins."""
+    import sim
+    from sim.scenario import load_scenario
+
+    most_open: list[int] = []
+    close = Recorder.close_bin
+
+    def watched(self, b, queue, busy, servers):
+        close(self, b, queue, busy, servers)
+        most_open.append(len(self.client_latency.open))
+
+    monkeypatch.setattr(Recorder, "close_bin", watched)
+    storm = REPO / "scenarios" / "retry-storm.toml"
+    overrides = {"scenario.duration": "20min", "scenario.bin": "1s"}
+    summary = sim.simulate(load_scenario(storm, overrides=overrides)).summary
+    assert summary["requests"]["timed_out"] > 10_000  # requests do live long here
+    assert len(most_open) == 1200
+    assert max(most_open) <= 7 + 2  # the span, plus the bin in progress and a partial one
