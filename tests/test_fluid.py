@@ -19,7 +19,7 @@ from conftest import REPO
 
 import sim
 from sim import theory
-from sim.engine.fluid import FluidEngine, service_quantiles, slots_per_bin
+from sim.engine.fluid import FluidEngine, service_quantiles, slot_length
 from sim.metrics import Recorder
 from sim.run import estimate_requests
 from sim.scenario import load_scenario, parse_scenario
@@ -183,13 +183,13 @@ def test_scale_changes_only_the_units() -> None:
 
 
 def test_time_grid_puts_the_timeout_between_cohorts() -> None:
-    """A bin is a whole number of slots, six or more per timeout, the timeout half a slot past
-    a whole number of slots (so a cohort is wholly live or wholly expired)."""
-    for bin_s, timeout_s in ((60.0, 5.0), (300.0, 10.0), (10.0, 1.0), (30.0, 7.0)):
-        n = slots_per_bin(bin_s, timeout_s)
-        dt = bin_s / n
-        assert dt <= timeout_s / 6 + 1e-12
-        assert abs((timeout_s / dt) % 1.0 - 0.5) < 0.1
+    """Slots are six or more per timeout, at most 2 s, the timeout half a slot past a whole
+    number of slots (so a cohort is wholly live or wholly expired), whatever the bin."""
+    for timeout_s in (5.0, 10.0, 1.0, 7.0, 0.3):
+        dt = slot_length(timeout_s)
+        assert dt <= min(timeout_s / 6, 2.0) + 1e-12
+        assert abs((timeout_s / dt) % 1.0 - 0.5) < 1e-9
+    assert slot_length(math.inf) == 2.0
 
 
 def test_service_quantiles_keep_the_mean() -> None:

@@ -1,9 +1,14 @@
 """The fluid engine: the DES's scenario semantics stepped in numpy, requests as a continuous mass.
 
-Time advances in slots of `dt` seconds (six or more per client timeout, at most two seconds;
-a bin is a whole number of slots). Where nothing queues and the load stays below capacity, one
-step spans many slots (up to the next bin edge or control action), so a quiet month costs a
-few thousand steps and a day of outage about fifty thousand.
+Time advances on a grid of slots of `dt` seconds set by the client timeout alone (six or more
+slots per timeout, the timeout half a slot past a whole number of slots, at most two seconds);
+the reporting bin only cuts the slot its edge falls in, so results do not depend on the bin
+beyond its resolution. Where nothing queues and every slot's load stays within capacity, one
+step spans many slots (a "quiet" step, up to the bin's edge or the next control action) and is
+the slot-by-slot computation done at once in numpy: each slot's attempts start in their own
+slot, and timeouts, retries and successes fall due in the slots they would one slot at a time
+(retries of a try class are worked out before the next class starts, so a retry falling due
+inside the step is served in its slot). A quiet month costs a few thousand steps.
 
 In a step, fresh demand (`Demand.cumulative`, divided by `scale`) and the retries falling due
 arrive as a new cohort; the pool serves `servers · h / mean` attempts from the queue (fifo
@@ -17,16 +22,28 @@ successes one mean service time later. Controls reuse the DES's decision rules: 
 `planned_changes` and the `DailyPlanner` (which reads the load recorded so far), faults from
 `combine_faults`, the autoscaler from `Autoscaler`.
 
+Latency, two views (the Recorder's contract). The server's view is every completed attempt's
+time in system by the bin it started in: its wait plus each service quantile, abandoned work
+included. The client's view is per request that succeeds, from its first send to its success:
+a mass of try class k carries the sum of its requests' first-arrival times, so a success
+started at time t after waiting w has client latency (t − mean first-arrival time) + S, with S
+over the quantiles below the time its client has left (timeout − w). The first term holds this
+try's wait and every earlier try's timeout or rejection and mean backoff delay, as realised on
+the slot grid; the approximation is that a cohort's requests share the mean of their
+first-arrival times (their spread within one cohort is not kept), counted in the bin of that
+mean like their fate.
+
 Approximations, by design: below capacity nothing waits (no Erlang C queueing delay: latency
 is the service time alone); a finite queue rejects only the mass above its limit, so a loss
 system (`queue_limit = 0`) blocks only the excess of load over capacity, not Erlang B's share;
-backoff delays are their means; throttling and the retry budget act on expected counts; a
-request's fate is counted in the bin of the mean fresh-arrival time of its try class.
+backoff delays are their means (exact for every jitter kind: see `backoff_means`) and fall on
+the slot grid (a retry arrives in the slot its delay ends in, at least one slot later);
+throttling and the retry budget act on expected counts, in real units at any scale (the burst
+is RETRY_BUDGET_BURST real tokens, the throttle's "+ 1" one real request); a request's fate is
+counted in the bin of the mean fresh-arrival time of its try class.
 
 Servers are rounded to whole simulated servers at `scale` as in the DES, and every count goes
 into the Recorder in simulated units (real / scale), so both engines' outputs compare directly.
-Latency goes into the Recorder as weighted histograms (each served mass spread over the
-service-time quantiles), set per bin as the DES's would be.
 
 This module is longer than ~400 lines because the step, the cohort queue and the controls
 share one mutable state whose pieces make no sense apart.
@@ -49,17 +66,19 @@ from sim.engine.controls import (
     planned_changes,
 )
 from sim.engine.des import RETRY_BUDGET_BURST, THROTTLE_SLOTS, service_time_draw
-from sim.metrics import HIST_EDGES, Recorder, bucket_counts, histogram_percentiles
+from sim.metrics import Recorder, bucket_counts, bucket_index
 from sim.scenario import Backoff, Scenario, ServiceTime
 from sim.workload import Demand
 
 MAX_DT_S = 2.0  # the longest slot (a timeout asks for shorter ones)
 SLOTS_PER_TIMEOUT = 6  # slots per client timeout (the age resolution of cohorts)
 MIN_DT_S = 0.01
-QUIET_LOAD = 0.98  # a long step is taken only while the load stays below this share
 EPS = 1e-9  # mass (simulated requests) below which a queue counts as empty
+EDGE_TOL = 1e-9  # in slots: a bin edge this close to a slot edge is that slot edge
+MAX_QUIET_SLOTS = 512  # slots in one quiet step (bounds its arrays)
 MAX_RING_SLOTS = 1 << 18  # longest delay a retry, timeout or completion can be scheduled
-CHUNK_SLOTS = 1 << 18  # demand is evaluated this many slots at a time
+CHUNK_SLOTS = 1 << 16  # demand is evaluated this many slots at a time
+DECORRELATED_SAMPLES = 1 << 18  # stratified sample behind the decorrelated backoff means
 
 
 def service_quantiles(spec: ServiceTime) -> tuple[np.ndarray, np.ndarray]:
@@ -81,35 +100,65 @@ def service_quantiles(spec: ServiceTime) -> tuple[np.ndarray, np.ndarray]:
     return values / (values @ weights) * spec.mean_s, weights
 
 
-def slots_per_bin(bin_s: float, timeout_s: float) -> int:
-    """Slots in a bin: at most MAX_DT_S each, SLOTS_PER_TIMEOUT or more per timeout.
+def slot_length(timeout_s: float) -> float:
+    """The slot (seconds): at most MAX_DT_S, SLOTS_PER_TIMEOUT or more per timeout.
 
-    Cohorts are born mid-slot, so their ages are whole slots; with the timeout half a slot
-    past a whole number of slots, a cohort is either wholly younger or wholly older than the
-    timeout, and clients give up at the right age on average.
+    It depends on the timeout only, never on the reporting bin. Cohorts are born mid-slot, so
+    their ages are whole slots; with the timeout half a slot past a whole number of slots, a
+    cohort is either wholly younger or wholly older than the timeout, and clients give up at
+    the right age on average.
     """
-    least = max(1, math.ceil(bin_s / MAX_DT_S - 1e-9))
     if not math.isfinite(timeout_s):
-        return least
-    least = max(least, math.ceil(bin_s * SLOTS_PER_TIMEOUT / max(timeout_s, MIN_DT_S) - 1e-9))
-    candidates = range(least, 2 * least + 8)
-    return min(candidates, key=lambda n: abs((timeout_s * n / bin_s) % 1.0 - 0.5))
+        return MAX_DT_S
+    timeout_s = max(timeout_s, MIN_DT_S)
+    whole = max(SLOTS_PER_TIMEOUT, math.ceil(timeout_s / MAX_DT_S - 0.5))
+    return timeout_s / (whole + 0.5)
+
+
+def _capped_uniform_mean(low: float, high: np.ndarray, cap: float) -> np.ndarray:
+    """E[min(cap, U(low, high))] for each `high` >= `low`, in closed form."""
+    high = np.asarray(high, dtype=float)
+    width = high - low
+    top = np.clip(cap, low, high)  # where [low, high] stops being below the cap
+    with np.errstate(invalid="ignore", divide="ignore"):
+        inside = ((top**2 - low**2) / 2 + top * (high - top)) / width
+    return np.where(width > 0, inside, np.minimum(cap, high))
+
+
+def _decorrelated_means(base: float, cap: float, retries: int) -> np.ndarray:
+    """Mean delays of decorrelated jitter: sleep = min(cap, U(base, 3·sleep)), sleep₀ = base.
+
+    Each mean is the closed-form E[min(cap, U(base, 3s))] averaged over a sample of the
+    previous sleep s; the sample is carried forward with stratified uniforms in a fixed random
+    order (the same numbers every run; error about 10⁻⁴ of the mean).
+    """
+    if cap <= base:
+        return np.full(retries, float(cap))
+    order = np.random.default_rng(0)
+    n = DECORRELATED_SAMPLES
+    sleep = np.full(n, float(base))
+    means = []
+    for _ in range(retries):
+        high = np.maximum(base, 3 * sleep)
+        means.append(float(_capped_uniform_mean(base, high, cap).mean()))
+        u = (order.permutation(n) + 0.5) / n
+        sleep = np.minimum(cap, base + u * (high - base))
+    return np.asarray(means)
 
 
 def backoff_means(spec: Backoff | None, retries: int) -> np.ndarray:
-    """Mean delay (seconds) before the retry that follows a failed attempt with k tries before."""
+    """Mean delay (seconds) before the retry that follows a failed attempt with k tries before.
+
+    none: min(cap, base·multiplier^k); full: half of it (uniform below it); equal: three
+    quarters (half fixed, half uniform); decorrelated: the mean of the AWS definition, whose
+    first delay is uniform in [base, 3·base] (mean 2·base when the cap is above 3·base).
+    """
     if spec is None or retries == 0:
-        return np.zeros(0)
-    delays, previous = [], 0.0
-    for tries in range(retries):
-        if spec.jitter == "decorrelated":
-            delay = min(spec.cap, (spec.base + max(spec.base, 3 * previous)) / 2)
-        else:
-            top = min(spec.cap, spec.base * spec.multiplier**tries)
-            delay = {"full": top / 2, "equal": 0.75 * top}.get(spec.jitter, top)
-        delays.append(delay)
-        previous = delay
-    return np.asarray(delays)
+        return np.zeros(retries)
+    if spec.jitter == "decorrelated":
+        return _decorrelated_means(spec.base, spec.cap, retries)
+    tops = np.minimum(spec.cap, spec.base * spec.multiplier ** np.arange(retries, dtype=float))
+    return tops * {"full": 0.5, "equal": 0.75}.get(spec.jitter, 1.0)
 
 
 class FluidEngine:
@@ -117,7 +166,8 @@ class FluidEngine:
 
     Masses travel as rows of 2·W numbers (W = retries + 1): the mass with k tries before, then
     the sum of mass × fresh-arrival time per k, so a request's final fate (`fresh_ok`,
-    `fresh_failed`) is counted in the bin its fresh attempt arrived in, as the DES counts it.
+    `fresh_failed`) is counted in the bin its fresh attempt arrived in, as the DES counts it,
+    and its client latency is known when it succeeds.
     """
 
     def __init__(self, scenario: Scenario, demand: Demand, recorder: Recorder) -> None:
@@ -126,22 +176,26 @@ class FluidEngine:
         self.scale, self.bin_s, self.duration_s = meta.scale, meta.bin, meta.duration
         self.interrupted = False
         self.steps = 0
-        # Clients.
+        # Clients, in simulated units that keep real meaning: a simulated retry stands for
+        # `scale` real ones and costs as many real tokens, so the burst is RETRY_BUDGET_BURST
+        # real tokens; the throttle's "+ 1" is one real request.
         self.timeout_s = client.timeout if client and client.timeout else math.inf
         self.retries_max = n = client.retries if client else 0
         self.width = w = n + 1
         self.delays = backoff_means(client.backoff if client else None, n).tolist()
         self.budget = client.retry_budget if client else None
-        self.tokens = RETRY_BUDGET_BURST
+        self.burst = RETRY_BUDGET_BURST / self.scale
+        self.tokens = self.burst
         self.throttle_k = client.throttle_k if client else None
         self.throttle_slot_s = client.throttle_window / THROTTLE_SLOTS if client else 1.0
+        self.throttle_one = 1.0 / self.scale
         self.throttle_req = [0.0] * THROTTLE_SLOTS
         self.throttle_acc = [0.0] * THROTTLE_SLOTS
         self.throttle_slot = 0
-        # Time grid: a bin is a whole number of slots.
-        self.slots_per_bin = slots_per_bin(self.bin_s, self.timeout_s)
-        self.dt = self.bin_s / self.slots_per_bin
-        self.n_slots = math.ceil(self.duration_s / self.dt - 1e-9)
+        # Time grid: slots of dt from the timeout; bins cut the slot their edge falls in.
+        self.dt = slot_length(self.timeout_s)
+        self.n_slots = math.ceil(self.duration_s / self.dt - EDGE_TOL)
+        self.time_reached = 0.0
         # The pool.
         self.mean_s = service.time.mean_s
         self.quantiles, self.quantile_weights = service_quantiles(service.time)
@@ -163,23 +217,34 @@ class FluidEngine:
         self.head = self.tail = self.live = 0
         self.queued = 0.0
         # Delayed work by slot (rings): retries, timeouts in service, successes.
-        slowest = self.mean_s * math.prod(f.slowdown for f in scenario.faults)
-        longest = max(self.delays, default=0.0) + slowest
+        self.slowest_s = float(self.quantiles[-1]) * math.prod(f.slowdown for f in scenario.faults)
+        longest = sum(self.delays) + self.slowest_s
         longest += self.timeout_s if math.isfinite(self.timeout_s) else 0.0
-        self.ring = min(MAX_RING_SLOTS, math.ceil(longest / self.dt) + self.slots_per_bin + 2)
+        self.ring = min(MAX_RING_SLOTS, math.ceil(longest / self.dt) + MAX_QUIET_SLOTS + 4)
         self.ring_retry = np.zeros((self.ring, 2 * w))
         self.ring_timeout = np.zeros((self.ring, 2 * w))
         self.ring_success = np.zeros((self.ring, 2 * w))
         self.pending_retry = self.pending_timeout = self.pending_success = 0.0
         self.next_slot = 0
-        # Per-bin latency: zero-wait mass by slowdown, and (wait, mass, slowdown) rows.
-        self.lat_zero: dict[float, float] = {}
-        self.lat_rows: list[tuple[float, float, float]] = []
-        self.lat_cache: dict[float, tuple[np.ndarray, list[float]]] = {}
-        recorder.hist = np.zeros(len(HIST_EDGES) - 1)
+        # A request is decided within `life_s` of its first send (finite timeout): its tries'
+        # timeouts, its backoff delays and a last service, with a bin and a few slots to spare.
+        self.spare_s = sum(self.delays) + self.slowest_s + self.bin_s + 4 * self.dt
+        self.life_s = w * self.timeout_s + self.spare_s
+        self.quiet_from = 0  # no quiet step before this slot
+        # Server latency of the bin: zero-wait mass by slowdown, and (wait, mass, slowdown).
+        self.srv_zero: dict[float, float] = {}
+        self.srv_rows: list[tuple[float, float, float]] = []
+        # Client latency of successes started in the bin: by (fresh bin, slowdown, quantiles
+        # that succeed) when nothing came before the attempt, else (bin, before, mass, ...).
+        self.cli_zero: dict[tuple[int, float, int], float] = {}
+        self.cli_rows: list[tuple[int, float, float, float, int]] = []
+        self.cli_chunks: list[tuple] = []
+        self.hist_cache: dict[tuple[float, int], tuple[np.ndarray, float, float]] = {}
         self.b = 0
         self._fresh_first = -1
         self._fresh_cum = np.zeros(0)
+        bin_edges = np.minimum(np.arange(recorder.n_bins + 1) * self.bin_s, self.duration_s)
+        self._bin_cum = demand.cumulative(bin_edges) / self.scale
         # Controls: (slot, order, time, action, argument) in a heap.
         self.controls: list = []
         self.order = 0
@@ -273,6 +338,10 @@ class FluidEngine:
         }
 
     # -- fates and delayed work ------------------------------------------------------------
+    def _fate_bin(self, mass: float, moment: float) -> int:
+        """The bin of the mean fresh-arrival time `moment / mass`."""
+        return min(max(int(moment / mass / self.bin_s), 0), self.recorder.n_bins - 1)
+
     def _decide(self, counter: list, row: np.ndarray) -> None:
         """Count the requests in `row` (decided now) in the bins their fresh attempts came in."""
         w = self.width
@@ -282,22 +351,43 @@ class FluidEngine:
 
     def _count_fate(self, counter: list, mass: float, moment: float) -> None:
         if mass > 0:
-            b = int(moment / mass / self.bin_s)
-            counter[min(max(b, 0), len(counter) - 1)] += mass
+            counter[self._fate_bin(mass, moment)] += mass
 
-    def _ring_slot(self, t_s: float) -> int:
-        """The ring row of time `t_s`, never before the next step nor past the ring."""
-        slot = min(max(round(t_s / self.dt), self.next_slot), self.next_slot + self.ring - 1)
-        return slot % self.ring
+    def _decide_many(self, counter: list, masses: np.ndarray, moments: np.ndarray) -> None:
+        """`_count_fate` over arrays of masses and their moments."""
+        masses, moments = np.ravel(masses), np.ravel(moments)
+        keep = masses > 0
+        if not keep.any():
+            return
+        mass = masses[keep]
+        bins = np.clip((moments[keep] / mass / self.bin_s).astype(np.int64), 0, None)
+        bins = np.minimum(bins, self.recorder.n_bins - 1)
+        low = int(bins.min())
+        sums = np.bincount(bins - low, weights=mass)
+        for offset in np.flatnonzero(sums).tolist():
+            counter[low + offset] += float(sums[offset])
 
-    def _due(self, ring: np.ndarray, slot: int, n: int) -> np.ndarray:
-        if n == 1:
-            index = slot % self.ring
+    def _event_slot(self, t_s: float) -> int:
+        """The slot whose start is nearest `t_s` (timeouts and successes are due at a start)."""
+        return math.floor(t_s / self.dt + 0.5)
+
+    def _arrival_slot(self, t_s: float) -> int:
+        """The slot `t_s` falls in (a retry arrives with that slot's cohort, mid-slot)."""
+        return math.floor(t_s / self.dt + EDGE_TOL)
+
+    def _ring_index(self, slot: int) -> int:
+        """The ring row of `slot`, never before the next step nor past the ring."""
+        return min(max(slot, self.next_slot), self.next_slot + self.ring - 2) % self.ring
+
+    def _due(self, ring: np.ndarray, slot: int, share: float = 1.0) -> np.ndarray:
+        """Take `share` of what falls due in `slot` (a bin edge splits a slot by length)."""
+        index = slot % self.ring
+        if share >= 1.0:
             due = ring[index].copy()
+            ring[index] = 0.0
         else:
-            index = np.arange(slot, slot + n) % self.ring
-            due = ring[index].sum(axis=0)
-        ring[index] = 0.0
+            due = ring[index] * share
+            ring[index] -= due
         return due
 
     def _fail(self, row: np.ndarray, t_s: float) -> float:
@@ -317,7 +407,7 @@ class FluidEngine:
             allowed = min(wanted, self.tokens)
             self.tokens -= allowed
             share = allowed / wanted
-        first, ring, dt = self.next_slot, self.ring_retry, self.dt
+        ring = self.ring_retry
         for k in range(n):
             mass, moment = values[k], values[w + k]
             if mass <= 0:
@@ -325,10 +415,9 @@ class FluidEngine:
             if share < 1.0:
                 self._count_fate(failed, mass * (1.0 - share), moment * (1.0 - share))
             if share > 0:
-                slot = min(max(round((t_s + self.delays[k]) / dt), first), first + self.ring - 1)
-                slot %= self.ring
-                ring[slot, k + 1] += mass * share
-                ring[slot, w + k + 1] += moment * share
+                index = self._ring_index(self._arrival_slot(t_s + self.delays[k]))
+                ring[index, k + 1] += mass * share
+                ring[index, w + k + 1] += moment * share
         self.pending_retry += wanted * share
         return wanted + values[n]
 
@@ -337,7 +426,7 @@ class FluidEngine:
         self.recorder.succeeded[self.b] += mass
         self._decide(self.recorder.fresh_ok, row)
         if self.budget is not None:
-            self.tokens = min(RETRY_BUDGET_BURST, self.tokens + self.budget * mass)
+            self.tokens = min(self.burst, self.tokens + self.budget * mass)
         if self.throttle_k is not None:
             self.throttle_acc[self.throttle_slot % THROTTLE_SLOTS] += mass
 
@@ -346,7 +435,8 @@ class FluidEngine:
 
     def _later(self, kind: str, row: np.ndarray, t_s: float) -> None:
         """Time out (`kind` "timeout") or succeed ("success") at `t_s`: now if in this step."""
-        if round(t_s / self.dt) < self.next_slot:
+        slot = self._event_slot(t_s)
+        if slot < self.next_slot:
             if kind == "timeout":
                 self._time_out(row, t_s)
             else:
@@ -354,10 +444,10 @@ class FluidEngine:
             return
         mass = float(row[: self.width].sum())
         if kind == "timeout":
-            self.ring_timeout[self._ring_slot(t_s)] += row
+            self.ring_timeout[self._ring_index(slot)] += row
             self.pending_timeout += mass
         else:
-            self.ring_success[self._ring_slot(t_s)] += row
+            self.ring_success[self._ring_index(slot)] += row
             self.pending_success += mass
 
     # -- the queue of cohorts --------------------------------------------------------------
@@ -457,15 +547,40 @@ class FluidEngine:
 
     def _start(self, row: np.ndarray, wait: float, now: float) -> None:
         """Live attempts begin service: some will outlast their client's timeout."""
+        succeed = len(self.quantiles)
+        late = 0.0
         if math.isfinite(self.timeout_s):
             left = (self.timeout_s - wait) / self.slowdown
-            late = max(0.0, float(self.beyond[np.searchsorted(self.quantiles, left, "right")]))
+            succeed = int(np.searchsorted(self.quantiles, left, "right"))
+            late = max(0.0, float(self.beyond[succeed]))
             if late > 0:
                 self._later("timeout", row * late, now + self.timeout_s - wait)
-                if late >= 1.0:
-                    return
-                row = row * (1.0 - late)
-        self._later("success", row, now + self.mean_s * self.slowdown)
+        if late < 1.0:
+            self._later(
+                "success",
+                row if late <= 0 else row * (1.0 - late),
+                now + self.mean_s * self.slowdown,
+            )
+            self._note_client(row, now, succeed)
+
+    def _note_client(self, row: np.ndarray, now: float, succeed: int) -> None:
+        """Client latency of the successes among `row` started `now`: the time since each try
+        class's mean first send, plus the service quantiles below what their clients have
+        left (the first `succeed`); weighted by the whole mass, since those quantiles'
+        probabilities add up to the share that succeeds."""
+        w = self.width
+        values = row.tolist()
+        for k in range(w):
+            mass = values[k]
+            if mass <= 0:
+                continue
+            fresh_bin = self._fate_bin(mass, values[w + k])
+            before = now - values[w + k] / mass
+            if before <= 1e-9 * max(1.0, now):
+                key = (fresh_bin, self.slowdown, succeed)
+                self.cli_zero[key] = self.cli_zero.get(key, 0.0) + mass
+            else:
+                self.cli_rows.append((fresh_bin, before, mass, self.slowdown, succeed))
 
     def _note_start(self, mass: float, wait: float) -> None:
         recorder = self.recorder
@@ -473,9 +588,9 @@ class FluidEngine:
         if wait > 0:
             recorder.waited += mass
             recorder.wait_sum += mass * wait
-            self.lat_rows.append((wait, mass, self.slowdown))
+            self.srv_rows.append((wait, mass, self.slowdown))
         else:
-            self.lat_zero[self.slowdown] = self.lat_zero.get(self.slowdown, 0.0) + mass
+            self.srv_zero[self.slowdown] = self.srv_zero.get(self.slowdown, 0.0) + mass
 
     def _reject_newest(self, excess: float, now: float) -> None:
         """A full queue turns away the newest arrivals (the cohort pushed in this step)."""
@@ -492,16 +607,25 @@ class FluidEngine:
         self._fail(row, now)
 
     # -- a step ----------------------------------------------------------------------------
-    def _throttle(self, t_s: float, row: np.ndarray) -> np.ndarray:
-        """Client-side adaptive throttling on expected counts (the DES's window of slots)."""
+    def _throttle_turn(self, t_s: float) -> int:
+        """Move the throttle's window of slots to time `t_s`; return the current slot."""
         slot = int(t_s / self.throttle_slot_s)
         for s in range(self.throttle_slot + 1, min(slot, self.throttle_slot + THROTTLE_SLOTS) + 1):
             self.throttle_req[s % THROTTLE_SLOTS] = 0.0
             self.throttle_acc[s % THROTTLE_SLOTS] = 0.0
         self.throttle_slot = max(slot, self.throttle_slot)
+        return slot
+
+    def _p_reject(self, requests: float, accepts: float) -> float:
+        """The SRE book's client-side rejection probability; its "+ 1" is one real request."""
+        return max(0.0, (requests - self.throttle_k * accepts) / (requests + self.throttle_one))
+
+    def _throttle(self, t_s: float, row: np.ndarray) -> np.ndarray:
+        """Client-side adaptive throttling on expected counts (the DES's window of slots)."""
+        slot = self._throttle_turn(t_s)
         requests, accepts = sum(self.throttle_req), sum(self.throttle_acc)
         self.throttle_req[slot % THROTTLE_SLOTS] += float(row[: self.width].sum())
-        p_reject = max(0.0, (requests - self.throttle_k * accepts) / (requests + 1))
+        p_reject = self._p_reject(requests, accepts)
         if p_reject <= 0:
             return row
         throttled = row * p_reject
@@ -509,24 +633,28 @@ class FluidEngine:
         self._decide(self.recorder.fresh_failed, throttled)
         return row - throttled
 
-    def _step(self, slot: int, n: int, t0: float, t1: float, fresh: float) -> None:
+    def _step(self, slot: int, t0: float, t1: float, fresh: float) -> None:
+        """One slot, or the part of it on one side of a bin edge."""
         recorder, b, w = self.recorder, self.b, self.width
         h, now = t1 - t0, (t0 + t1) / 2
-        self.next_slot = slot + n
+        self.next_slot = slot + 1
         self.steps += 1
+        self.time_reached = t1
+        # The part of the slot before a bin edge takes its share of what is due in the slot.
+        share = min(1.0, h / ((slot + 1) * self.dt - t0))
         if self.pending_success > EPS:
-            done = self._due(self.ring_success, slot, n)
+            done = self._due(self.ring_success, slot, share)
             self.pending_success -= float(done[:w].sum())
             self._succeed(done)
         if self.pending_timeout > EPS:
-            late = self._due(self.ring_timeout, slot, n)
+            late = self._due(self.ring_timeout, slot, share)
             self.pending_timeout -= float(late[:w].sum())
             self._time_out(late, t0)
         if self.queued > EPS and math.isfinite(self.timeout_s):
             self._expire(now)
         # New attempts: fresh requests and the retries due.
         if self.pending_retry > EPS:
-            row = self._due(self.ring_retry, slot, n)
+            row = self._due(self.ring_retry, slot, share)
             retries = float(row[:w].sum())
             self.pending_retry -= retries
             recorder.retries[b] += retries
@@ -569,77 +697,310 @@ class FluidEngine:
         recorder.server_area[b] += self.servers * h
         recorder.capacity_area[b] += self.servers / self.slowdown * h
 
+    # -- a quiet step: many slots at once --------------------------------------------------
+    def _quiet(self, slot: int, fresh: np.ndarray) -> int:
+        """Step the full slots slot .. slot + n − 1 (n = len(fresh)) at once, as one by one.
+
+        Nothing queues, so slots interact only through delayed work: a try class's failures
+        become the next class's retries, so classes are worked out in order and a retry due
+        inside the step joins its slot's attempts. Returns the slots stepped: n, a shorter
+        prefix when a later slot's attempts would not fit its capacity (or would overdraw the
+        retry budget), or 0, with nothing changed, when fewer than two slots would.
+        """
+        if slot < self.quiet_from:
+            return 0
+        if self.throttle_k is not None:
+            self._throttle_turn(slot * self.dt)
+            if self._p_reject(sum(self.throttle_req), sum(self.throttle_acc)) > 0:
+                return 0
+        n = len(fresh)
+        w, dt, e = self.width, self.dt, self.error_rate
+        abs_slots = np.arange(slot, slot + n)
+        index = abs_slots % self.ring
+        t_start = abs_slots * dt
+        t_mid = t_start + dt / 2
+        service_s = self.mean_s * self.slowdown
+        attempts = self.ring_retry[index]
+        attempts[:, 0] += fresh
+        attempts[:, w] += fresh * t_mid
+        timeouts = self.ring_timeout[index]
+        successes = self.ring_success[index]
+        plan = _QuietPlan(slot, n)
+        late, succeed = 0.0, len(self.quantiles)
+        if math.isfinite(self.timeout_s):
+            succeed = int(np.searchsorted(self.quantiles, self.timeout_s / self.slowdown, "right"))
+            late = max(0.0, float(self.beyond[succeed]))
+            timeout_at = np.floor((t_mid + self.timeout_s) / dt + 0.5).astype(np.int64)
+        success_at = np.floor((t_mid + service_s) / dt + 0.5).astype(np.int64)
+        started = np.zeros(n)
+        for k in range(w):
+            mass, moment = attempts[:, k].copy(), attempts[:, w + k].copy()
+            if e > 0:
+                plan.rejected += e * float(mass.sum())
+                self._quiet_fail(plan, attempts, k, e * mass, e * moment, t_mid)
+                mass, moment = mass * (1 - e), moment * (1 - e)
+            started += mass
+            if late > 0:
+                plan.place(
+                    timeouts, plan.later_timeout, timeout_at, k, w, late * mass, late * moment
+                )
+            if late < 1:
+                ok = 1 - late
+                plan.place(successes, plan.later_success, success_at, k, w, ok * mass, ok * moment)
+                plan.client.append((k, mass, moment))
+            due, due_moment = timeouts[:, k], timeouts[:, w + k]
+            plan.timed_out += float(due.sum())
+            self._quiet_fail(plan, attempts, k, due, due_moment, t_start)
+        capacity = self.servers * dt / service_s
+        over = np.flatnonzero(started > capacity)
+        fits = int(over[0]) if len(over) else n
+        tokens = self.tokens
+        if self.budget is not None:
+            earned = self.budget * successes[:, :w].sum(axis=1)
+            for j, (earn, spend) in enumerate(
+                zip(earned.tolist(), plan.wanted.tolist(), strict=True)
+            ):
+                if j >= fits:
+                    break
+                tokens = min(self.burst, tokens + earn) - spend
+                if tokens < -1e-12:
+                    fits = j
+        if self.throttle_k is not None and fits == n:
+            requests = sum(self.throttle_req) + float(attempts[:, :w].sum())
+            accepts = sum(self.throttle_acc) + float(successes[:, :w].sum())
+            if (
+                self._p_reject(requests, accepts) > 0
+                or t_start[-1] + dt > (self.throttle_slot + 1) * self.throttle_slot_s
+            ):
+                fits = 0
+        if fits < n:
+            if fits >= 2:
+                return self._quiet(slot, fresh[:fits])
+            self.quiet_from = slot + 8  # load is near capacity: step slot by slot a while
+            return 0
+        self._commit_quiet(plan, fresh, attempts, successes, started, tokens, t_mid, succeed)
+        return n
+
+    def _quiet_fail(self, plan, attempts, k, mass, moment, t_s) -> None:
+        """Failures of try class k in a quiet step, by slot: retries (later, or joining the
+        next class's attempts in the step) or final failures."""
+        if self.retries_max == k:
+            plan.failed.append((mass, moment))
+            return
+        origin = np.arange(plan.slot, plan.slot + plan.n)
+        target = np.floor((t_s + self.delays[k]) / self.dt + EDGE_TOL).astype(np.int64)
+        target = np.maximum(target, origin + 1)
+        plan.place(attempts, plan.later_retry, target, k + 1, self.width, mass, moment)
+        plan.wanted += mass
+
+    def _commit_quiet(self, plan, fresh, attempts, successes, started, tokens, t_mid, succeed):
+        recorder, b, w, n = self.recorder, self.b, self.width, plan.n
+        index = np.arange(plan.slot, plan.slot + n) % self.ring
+        for ring, name in (
+            (self.ring_retry, "pending_retry"),
+            (self.ring_timeout, "pending_timeout"),
+            (self.ring_success, "pending_success"),
+        ):
+            setattr(self, name, getattr(self, name) - float(ring[index, :w].sum()))
+            ring[index] = 0.0
+        self.next_slot = plan.slot + n
+        for ring, name, later in (
+            (self.ring_retry, "pending_retry", plan.later_retry),
+            (self.ring_timeout, "pending_timeout", plan.later_timeout),
+            (self.ring_success, "pending_success", plan.later_success),
+        ):
+            for slots, k, mass, moment in later:
+                rows = np.clip(slots, self.next_slot, self.next_slot + self.ring - 2) % self.ring
+                np.add.at(ring[:, k], rows, mass)
+                np.add.at(ring[:, w + k], rows, moment)
+                setattr(self, name, getattr(self, name) + float(mass.sum()))
+        recorder.fresh[b] += float(fresh.sum())
+        offered = float(attempts[:, :w].sum())
+        recorder.retries[b] += offered - float(attempts[:, 0].sum())
+        recorder.attempts[b] += offered
+        recorder.rejected[b] += plan.rejected
+        recorder.timed_out[b] += plan.timed_out
+        done = float(successes[:, :w].sum())
+        recorder.succeeded[b] += done
+        self._decide_many(recorder.fresh_ok, successes[:, :w], successes[:, w:])
+        for mass, moment in plan.failed:
+            self._decide_many(recorder.fresh_failed, mass, moment)
+        if self.budget is not None:
+            self.tokens = tokens
+        if self.throttle_k is not None:
+            self.throttle_req[self.throttle_slot % THROTTLE_SLOTS] += offered
+            self.throttle_acc[self.throttle_slot % THROTTLE_SLOTS] += done
+        total = float(started.sum())
+        recorder.started += total
+        self.srv_zero[self.slowdown] = self.srv_zero.get(self.slowdown, 0.0) + total
+        for k, mass, moment in plan.client:
+            keep = mass > 0
+            if not keep.any():
+                continue
+            mass, moment = mass[keep], moment[keep]
+            bins = np.minimum(
+                np.clip((moment / mass / self.bin_s).astype(np.int64), 0, None), recorder.n_bins - 1
+            )
+            if k == 0:  # fresh attempts served at once: nothing before them
+                for fresh_bin, m in zip(bins.tolist(), mass.tolist(), strict=True):
+                    key = (fresh_bin, self.slowdown, succeed)
+                    self.cli_zero[key] = self.cli_zero.get(key, 0.0) + m
+            else:
+                before = t_mid[keep] - moment / mass
+                self.cli_chunks.append((bins, before, mass, self.slowdown, succeed))
+        service_s = self.mean_s * self.slowdown
+        busy = np.minimum(self.servers, started * service_s / self.dt)
+        self.busy = float(busy[-1])
+        recorder.busy_area[b] += float(busy.sum()) * self.dt
+        self.busy_seconds += float(busy.sum()) * self.dt
+        recorder.server_area[b] += self.servers * n * self.dt
+        recorder.capacity_area[b] += self.servers / self.slowdown * n * self.dt
+        self.steps += 1
+        self.time_reached = (plan.slot + n) * self.dt
+
     # -- bins and the run ------------------------------------------------------------------
-    def _fresh_slots(self, first: int, count: int) -> np.ndarray:
-        """Expected fresh requests (simulated units) in slots first .. first+count-1."""
+    def _slot_cum(self, first: int, count: int) -> np.ndarray:
+        """Expected fresh requests (simulated units) from 0 to slot edges first .. first+count."""
         offset = first - self._fresh_first
         if self._fresh_first < 0 or offset < 0 or offset + count >= len(self._fresh_cum):
             self._fresh_first = first
-            last = min(self.n_slots, first + max(count, CHUNK_SLOTS))
+            last = min(self.n_slots, first + max(count, CHUNK_SLOTS)) + 1
             edges = np.minimum(np.arange(first, last + 1) * self.dt, self.duration_s)
             self._fresh_cum = self.demand.cumulative(edges) / self.scale
             offset = 0
-        return np.diff(self._fresh_cum[offset : offset + count + 1])
+        return self._fresh_cum[offset : offset + count + 1]
 
     def _run_bin(self, b: int) -> None:
-        first = b * self.slots_per_bin
-        count = min(self.slots_per_bin, self.n_slots - first)
-        fresh = self._fresh_slots(first, count)
-        j = 0
+        """Step bin b: the slot its start cuts, its whole slots, the slot its end cuts."""
+        dt = self.dt
+        start, end = b * self.bin_s, min((b + 1) * self.bin_s, self.duration_s)
+        if end <= start:
+            return
+        first = math.ceil(start / dt - EDGE_TOL)  # first slot edge in the bin
+        last = math.floor(end / dt + EDGE_TOL)  # last slot edge in the bin
+        bin_cum = self._bin_cum
+        if first > last:  # the bin lies inside one slot
+            self._apply_controls(last)
+            self._step(last, start, end, float(bin_cum[b + 1] - bin_cum[b]))
+            return
+        cum = self._slot_cum(first, last - first)
+        if first - start / dt > EDGE_TOL:
+            self._apply_controls(first - 1)
+            self._step(first - 1, start, first * dt, float(cum[0] - bin_cum[b]))
+        fresh = np.diff(cum)
+        count, j = last - first, 0
         while j < count:
             slot = first + j
             self._apply_controls(slot)
-            n = 1
-            if self.queued <= EPS and j + 1 < count:
-                n = count - j
-                if self.controls:
-                    n = max(1, min(n, self.controls[0][0] - slot))
-                if n > 1:
-                    room = QUIET_LOAD * self.servers * self.dt / (self.mean_s * self.slowdown)
-                    peak = float(fresh[j : j + n].max()) + self.pending_retry + self.pending_timeout
-                    if peak > room * (1 - self.error_rate):
-                        n = 1
-            t0 = slot * self.dt
-            t1 = min((slot + n) * self.dt, self.duration_s)
-            self._step(slot, n, t0, t1, float(fresh[j : j + n].sum()))
-            j += n
+            n = min(count - j, MAX_QUIET_SLOTS)
+            if self.controls:
+                n = min(n, self.controls[0][0] - slot)
+            taken = self._quiet(slot, fresh[j : j + n]) if n >= 2 and self.queued <= EPS else 0
+            if taken == 0:
+                self._step(slot, slot * dt, (slot + 1) * dt, float(fresh[j]))
+                taken = 1
+            j += taken
+        if end / dt - last > EDGE_TOL:
+            self._apply_controls(last)
+            self._step(last, last * dt, end, float(bin_cum[b + 1] - cum[-1]))
 
-    def _latency_hist(self, waits: np.ndarray, masses: np.ndarray, slowdowns: np.ndarray):
-        """Weighted latency histogram of served masses: wait plus each service quantile."""
-        latency = waits[:, None] + slowdowns[:, None] * self.quantiles[None, :]
-        weight = (masses[:, None] * self.quantile_weights[None, :]).ravel()
-        return bucket_counts(latency.ravel(), weight), latency.max()
+    def _hist(self, slowdown: float, succeed: int) -> tuple[np.ndarray, float, float]:
+        """Latency histogram of one unit of mass served at once (the first `succeed` service
+        quantiles), its latency sum and its largest latency (cached)."""
+        key = (slowdown, succeed)
+        if key not in self.hist_cache:
+            latency = slowdown * self.quantiles[:succeed]
+            weight = self.quantile_weights[:succeed]
+            top = float(latency[-1]) if succeed else 0.0
+            self.hist_cache[key] = (bucket_counts(latency, weight), float(latency @ weight), top)
+        return self.hist_cache[key]
+
+    def _open_bins(self, bins: np.ndarray) -> np.ndarray:
+        """Client bins to credit: a bin already settled (every request of it was decided, as
+        far as the mean fresh-arrival times tell) passes its late residue to the next one."""
+        settled = self.recorder.client_latency.settled
+        if not settled[bins].any():
+            return bins
+        out = bins.copy()
+        for i in np.flatnonzero(settled[bins]).tolist():
+            j = int(bins[i])
+            while settled[j] and j < self.b:
+                j += 1
+            out[i] = j
+        return out
+
+    def _flush_latencies(self, b: int) -> None:
+        """Hand the bin's served masses to the Recorder: server view by the bin they started
+        in, client view by their fresh-arrival bin."""
+        recorder, every = self.recorder, len(self.quantiles)
+        q, qw = self.quantiles, self.quantile_weights
+        for slowdown, mass in self.srv_zero.items():
+            if mass > 0:
+                unit, total, top = self._hist(slowdown, every)
+                recorder.add_server_histogram(b, unit * mass, total * mass, top)
+        if self.srv_rows:
+            waits, masses, slowdowns = (np.array(c) for c in zip(*self.srv_rows, strict=True))
+            latency = waits[:, None] + slowdowns[:, None] * q[None, :]
+            recorder.add_server_latencies(
+                b, latency.ravel(), (masses[:, None] * qw[None, :]).ravel()
+            )
+        for (fresh_bin, slowdown, succeed), mass in self.cli_zero.items():
+            if mass > 0 and succeed > 0:
+                unit, total, top = self._hist(slowdown, succeed)
+                (where,) = self._open_bins(np.array([fresh_bin])).tolist()
+                recorder.add_client_histogram(where, unit * mass, total * mass, top)
+        if self.cli_rows or self.cli_chunks:
+            self._flush_client_rows()
+        self.srv_zero, self.srv_rows = {}, []
+        self.cli_zero, self.cli_rows, self.cli_chunks = {}, [], []
+
+    def _flush_client_rows(self) -> None:
+        """Client latencies of successes that waited or retried: masses with nearly the same
+        time before their last attempt (one histogram bucket, ~6%) are pooled at their mean,
+        so a bin costs one latency table however many cohorts it served."""
+        columns = [np.array(c, dtype=float) for c in zip(*self.cli_rows, strict=True)]
+        parts = [columns] if columns else []
+        for bins, before, masses, slowdown, succeed in self.cli_chunks:
+            size = len(masses)
+            parts.append([bins, before, masses, np.full(size, slowdown), np.full(size, succeed)])
+        bins, before, masses, slowdowns, succeeds = (
+            np.concatenate([part[i] for part in parts]) for i in range(5)
+        )
+        keep = masses > 0
+        bins, before, masses = bins[keep].astype(np.int64), before[keep], masses[keep]
+        slowdowns, succeeds = slowdowns[keep], succeeds[keep].astype(np.int64)
+        if not len(masses):
+            return
+        _, slow_code = np.unique(slowdowns, return_inverse=True)
+        keys = np.stack([bins, bucket_index(before), succeeds, slow_code])
+        _, group, inverse = np.unique(keys, axis=1, return_index=True, return_inverse=True)
+        inverse = inverse.ravel()
+        mass = np.bincount(inverse, weights=masses)
+        before = np.bincount(inverse, weights=masses * before) / mass
+        bins, slowdowns, succeeds = bins[group], slowdowns[group], succeeds[group]
+        q, qw = self.quantiles, self.quantile_weights
+        latency = before[:, None] + slowdowns[:, None] * q[None, :]
+        ok = np.arange(len(q))[None, :] < succeeds[:, None]
+        weight = mass[:, None] * qw[None, :] * ok
+        where = np.broadcast_to(self._open_bins(bins)[:, None], latency.shape)
+        self.recorder.add_client_latencies(where.ravel(), latency.ravel(), weight.ravel())
 
     def _close_bin(self, b: int) -> None:
         recorder = self.recorder
+        self._flush_latencies(b)
         recorder.close_bin(b, self.queued, self.busy, self.servers)
-        if not self.lat_zero and not self.lat_rows:
-            return
-        if not self.lat_rows and len(self.lat_zero) == 1:
-            # The common quiet bin: only zero-wait service at one slowdown (cached shape).
-            ((slowdown, mass),) = self.lat_zero.items()
-            if slowdown not in self.lat_cache:
-                one = np.ones(1)
-                unit, top = self._latency_hist(np.zeros(1), one, one * slowdown)
-                pct = histogram_percentiles(unit, (0.5, 0.95, 0.99))
-                self.lat_cache[slowdown] = (unit, pct, top)
-            unit, pct, top = self.lat_cache[slowdown]
-            hist = unit * mass
-            mean_sum = mass * slowdown * self.mean_s
+        # Bins whose requests have all been decided get no more client latencies.
+        end_s = min((b + 1) * self.bin_s, self.duration_s)
+        if math.isfinite(self.timeout_s):
+            oldest_s = end_s - self.life_s
         else:
-            waits = np.array([0.0] * len(self.lat_zero) + [r[0] for r in self.lat_rows])
-            masses = np.array(list(self.lat_zero.values()) + [r[1] for r in self.lat_rows])
-            slowdowns = np.array(list(self.lat_zero) + [r[2] for r in self.lat_rows])
-            hist, top = self._latency_hist(waits, masses, slowdowns)
-            pct = histogram_percentiles(hist, (0.5, 0.95, 0.99))
-            mass = float(masses.sum())
-            mean_sum = float(masses @ (waits + slowdowns * self.mean_s))
-        recorder.latency_pct[b] = pct
-        recorder.hist = recorder.hist + hist
-        recorder.latency_sum += mean_sum
-        recorder.latency_count += mass
-        recorder.latency_max = max(recorder.latency_max, float(top))
-        self.lat_zero, self.lat_rows = {}, []
+            # Without a timeout a request lives as long as the queue holds it.
+            queued_s = float(self.born[self.head]) if self.queued > EPS else end_s
+            retried_s = self.retries_max * (self.sojourn_limit or 0.0)
+            oldest_s = queued_s - retried_s - self.spare_s
+        before = math.floor(oldest_s / self.bin_s)
+        if before > 0:
+            recorder.settle_client_bins(min(before, b))
 
     def run(self, progress: Callable[[float], None] | None = None) -> float:
         """Step to the end (or to Ctrl-C); return the simulated time reached."""
@@ -657,7 +1018,7 @@ class FluidEngine:
                     progress((b + 1) / n_bins)
         except KeyboardInterrupt:
             self.interrupted = True
-            end = min(self.next_slot * self.dt, self.duration_s)
+            end = min(self.time_reached, self.duration_s)
             if self.recorder.closed_bins <= self.b:
                 self._close_bin(self.b)
         return end
@@ -665,3 +1026,32 @@ class FluidEngine:
     def simulated_events(self) -> int:
         """Steps taken (each advances every cohort at once)."""
         return self.steps
+
+
+class _QuietPlan:
+    """What a quiet step would do, kept apart until it is known to fit."""
+
+    __slots__ = ("slot", "n", "later_retry", "later_timeout", "later_success", "failed",
+                 "client", "wanted", "rejected", "timed_out")  # fmt: skip
+
+    def __init__(self, slot: int, n: int) -> None:
+        self.slot, self.n = slot, n
+        self.later_retry: list = []
+        self.later_timeout: list = []
+        self.later_success: list = []
+        self.failed: list = []
+        self.client: list = []
+        self.wanted = np.zeros(n)
+        self.rejected = self.timed_out = 0.0
+
+    def place(self, inside, later, slots, k, w, mass, moment) -> None:
+        """Masses of class k due at absolute `slots`: into `inside` (rows of this step's
+        slots) when due in the step, else onto the list `later` for the rings."""
+        rel = slots - self.slot
+        here = rel < self.n
+        if here.any():
+            np.add.at(inside[:, k], rel[here], mass[here])
+            np.add.at(inside[:, w + k], rel[here], moment[here])
+        if not here.all():
+            away = ~here
+            later.append((slots[away], k, mass[away], moment[away]))
