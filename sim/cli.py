@@ -363,14 +363,18 @@ def sweep_command(
 @click.option("--lo", type=int, required=True, help="Least value to consider.")
 @click.option("--hi", type=int, required=True, help="Greatest value to consider.")
 @click.option(
-    "--reps", type=click.IntRange(min=1), default=10, show_default=True, help="Runs per probe."
+    "--reps",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Runs per probe [default: the least that can reach CONFIDENCE, 22 at 0.9].",
 )
 @click.option(
     "--confidence",
-    type=click.FloatRange(0, 1, min_open=True),
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
     default=0.9,
     show_default=True,
-    help="Share of runs that must be free of outages.",
+    help="Confidence, and least pass probability, the runs must show (one-sided "
+    "Clopper-Pearson lower bound on the chance that a run has no outage).",
 )
 @_executor_options
 @click.option(
@@ -387,8 +391,8 @@ def plan_command(
     file, param, lo, hi, reps, confidence, workers, dask_address, out_dir, assignments, force,
     quiet, debug,
 ) -> None:  # fmt: skip
-    """Find the least value of PARAM in [LO, HI] whose runs meet the SLO (no outage) in at
-    least CONFIDENCE of REPS replications, by bisection; write plan.json, print KEY = VALUE."""
+    """Find the least value of PARAM in [LO, HI] whose runs meet the SLO (no outage) with
+    CONFIDENCE, by bisection; write plan.json, print KEY = VALUE."""
     with _guard(debug):
         from sim.plan import describe, plan
         from sim.scenario import load_scenario
@@ -400,10 +404,13 @@ def plan_command(
                       False if quiet else None, overrides=overrides, force=force)  # fmt: skip
         if not quiet:
             click.echo(describe(result), err=True)
+        else:
+            for warning in result.warnings:
+                click.echo(f"outage-sim: warning: {warning}", err=True)
         if result.value is None:
             raise Fail(
-                f"no {param} in [{lo}, {hi}] meets the SLO in {confidence:.0%} of {reps} runs; "
-                f"evidence in {out}/plan.json",
+                f"no {param} in [{lo}, {hi}] meets the SLO at {confidence:.0%} confidence with "
+                f"{result.reps} runs per value; evidence in {out}/plan.json",
                 1,
             )
         click.echo(f"{param} = {result.value}")
