@@ -9,7 +9,9 @@ count as slow. A bin breaches a criterion when its estimate misses the target AN
 are more than chance: a one-sided exact binomial test (scipy) rejects, at ALPHA = 0.001,
 that the true miss rate is within the budget (1 - success_ratio failures, 1% slower than the
 p99 target). The test is run on the bin alone and on the windows of 1, 4 and 16 min_durations
-that end at it or start at it, so a sharp outage is found in its first bin, a milder one
+that end at it or start at it (shortest first, leaving out bins a shorter one found, and
+each half of a window missing the budget as well, so that a sharp outage does not lend its
+evidence to the noise beside it), so a sharp outage is found in its first bin, a milder one
 (5x the budget) within about one min_duration and a mild chronic excess (2x) over longer
 windows, while a bin with two failures out of 160 in a service failing 0.1% of the time (11x
 inside a 1% budget) is noise, not an outage: the phantom outages a plain point estimate finds
@@ -71,28 +73,41 @@ JUDGED_SHARE = 0.5  # a bin with fewer of its fresh requests judged keeps the la
 def _budget_test(misses: np.ndarray, judged: np.ndarray, budget: float, window: int):
     """Per bin: are the misses more than chance above `budget`, in the bin alone or in a
     window of WINDOWS x `window` bins ending or starting at it? (one-sided exact binomial
-    tests; a longer window finds a milder excess, later)"""
+    tests; a longer window finds a milder excess, later). Windows are tried shortest first,
+    leaving out the bins a shorter one already found, and a window counts only when each of
+    its halves misses the budget too: a sharp outage must not lend its evidence to the noise
+    of the healthy bins around it."""
     n_bins = len(misses)
-
-    def rejects(k: np.ndarray, n: np.ndarray) -> np.ndarray:
-        k_whole = np.floor(k + 1e-9)
-        n_whole = np.maximum(np.floor(n + 0.5), k_whole)
-        if budget <= 0:
-            return k_whole >= 1
-        with np.errstate(invalid="ignore"):
-            p_value = binom.sf(k_whole - 1, n_whole, budget)
-        return (n_whole > 0) & (p_value < ALPHA)
-
-    significant = rejects(misses, judged)
-    k_sum = np.concatenate([[0.0], np.cumsum(misses)])
-    n_sum = np.concatenate([[0.0], np.cumsum(judged)])
     index = np.arange(n_bins)
-    for length in sorted({min(window * m, n_bins) for m in WINDOWS} - {1}):
-        first = np.maximum(index - length + 1, 0)
-        last = np.minimum(index + length, n_bins)
-        significant |= rejects(k_sum[index + 1] - k_sum[first], n_sum[index + 1] - n_sum[first])
-        significant |= rejects(k_sum[last] - k_sum[index], n_sum[last] - n_sum[index])
+    significant = np.zeros(n_bins, dtype=bool)
+    for length in [1, *sorted({min(window * m, n_bins) for m in WINDOWS} - {1})]:
+        sums = (
+            np.concatenate([[0.0], np.cumsum(np.where(significant, 0.0, misses))]),
+            np.concatenate([[0.0], np.cumsum(np.where(significant, 0.0, judged))]),
+        )
+        if length == 1:
+            significant |= _rejects(sums, index, index + 1, budget)
+            continue
+        significant |= _rejects(sums, np.maximum(index - length + 1, 0), index + 1, budget)
+        significant |= _rejects(sums, index, np.minimum(index + length, n_bins), budget)
     return significant
+
+
+def _rejects(sums: tuple, first: np.ndarray, last: np.ndarray, budget: float) -> np.ndarray:
+    """Per window [first, last) of bins: do its pooled misses (from cumulative `sums` of
+    misses and judged requests) exceed `budget` beyond chance, in both of its halves?"""
+    k_sum, n_sum = sums
+    k = np.floor(k_sum[last] - k_sum[first] + 1e-9)
+    n = np.maximum(np.floor(n_sum[last] - n_sum[first] + 0.5), k)
+    if budget <= 0:
+        return k >= 1
+    with np.errstate(invalid="ignore"):
+        p_value = binom.sf(k - 1, n, budget)
+    middle = (first + last) // 2
+    sustained = np.ones(len(first), dtype=bool)
+    for a, b in ((first, middle), (middle, last)):
+        sustained &= (last - first < 2) | (k_sum[b] - k_sum[a] > budget * (n_sum[b] - n_sum[a]))
+    return (n > 0) & (p_value < ALPHA) & sustained
 
 
 def share_slower(target_s: float, p50, p95, p99) -> np.ndarray:

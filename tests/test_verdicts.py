@@ -245,3 +245,44 @@ def test_an_slo_the_idle_service_misses_is_chronic_not_metastable(with_fault: bo
     assert {o["criterion"] for o in outages} == {"latency"}
     assert summary["metastable"] is not True
     assert "chronic" in summary["metastable_reason"]
+
+
+PHANTOM = """\
+[scenario]
+name = "phantom"
+duration = "1h"
+seed = 8
+bin = "10s"
+
+[arrivals]
+rate = "16/s"
+
+[service]
+servers = 20
+time = { dist = "exponential", mean = "1s" }
+{fault}
+[client]
+timeout = "7s"
+retries = 0
+
+[slo]
+success_ratio = 0.99
+latency_p99 = "6s"
+min_duration = "1min"
+"""
+FAULT = '\n[[faults]]\nat = "30min"\nduration = "5min"\ncapacity_factor = 0.5\n'
+
+
+def test_a_healthy_mmc_has_no_phantom_outage_and_a_fault_is_found_at_once() -> None:
+    """Item 4: M/M/20 at 80% load, clients failing about 0.1% of the time, 10 s bins, 99%
+    target and a p99 target of 6 s (true p99 about 5 s): bins miss either target by chance,
+    yet there is no outage; with a fault halving capacity at 30 min, the outage is found
+    within min_duration (1 min) of it."""
+    healthy = sim.simulate(parse_scenario(PHANTOM.replace("{fault}", "")))
+    ts = healthy.timeseries
+    assert (ts["success_ratio"] < 0.99).sum() >= 3 and (ts["latency_p99"] > 6.0).sum() >= 3
+    assert healthy.summary["outages"] == [] and healthy.summary["recovered"] is True
+    faulty = sim.simulate(parse_scenario(PHANTOM.replace("{fault}", FAULT))).summary
+    (outage,) = faulty["outages"]
+    assert abs(outage["start_s"] - 1800.0) <= 60.0
+    assert outage["cause"] == "trigger" and faulty["metastable"] is False
