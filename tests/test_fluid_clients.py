@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import mean_interval
 from scipy import stats
 
 import sim
@@ -189,3 +190,24 @@ def test_client_side_quantities_keep_their_meaning_at_any_scale(extra: str) -> N
     for key in ("fresh", "attempts", "retries", "succeeded", "rejected"):
         assert ten["requests"][key] == pytest.approx(one["requests"][key], rel=1e-9), key
     assert ten["requests"]["retries"] > 0
+
+
+def test_client_latency_mean_agrees_with_the_des() -> None:
+    """Fast failures (p = 0.5) retried with full jitter (mean delays 2, 4, 8 s on the fluid's
+    2 s grid): the fluid's mean client latency lies in the 99% Student t interval of six DES
+    runs, widened by 0.5% for the retries the fluid run cuts off at its end."""
+    extra = """error_rate = 0.5
+
+[client]
+retries = 3
+backoff = { base = "4s", cap = "64s", multiplier = 2, jitter = "full" }
+"""
+    text = _scenario(extra, duration="30min").replace('engine = "fluid"\n', "")
+    fluid = sim.simulate(parse_scenario(text, overrides={"scenario.engine": "fluid"})).summary
+    des = [
+        sim.simulate(parse_scenario(text, overrides={"scenario.seed": seed})).summary
+        for seed in range(1, 7)
+    ]
+    mean, half = mean_interval([d["latency_s"]["mean"] for d in des], confidence=0.99)
+    assert abs(fluid["latency_s"]["mean"] - mean) <= half + 0.005 * mean
+    assert half < 0.05 * mean  # the interval is tight enough to catch a missing backoff
