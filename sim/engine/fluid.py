@@ -201,6 +201,8 @@ class FluidEngine:
         self.quantiles, self.quantile_weights = service_quantiles(service.time)
         # P(S > quantile j), for the attempts that outlast their timeout in service.
         self.beyond = np.concatenate([[1.0], 1.0 - np.cumsum(self.quantile_weights)])
+        # P(S > quantile j) at the middle of its probability, for interpolating the tail.
+        self.tail_mid = self.beyond[1:] + self.quantile_weights / 2
         self.planned = self.scaled(service.servers)
         self.servers = self.planned
         self.fault_factor, self.slowdown = 1.0, 1.0
@@ -239,6 +241,8 @@ class FluidEngine:
         self.cli_zero: dict[tuple[int, float, int], float] = {}
         self.cli_rows: list[tuple[int, float, float, float, int]] = []
         self.cli_chunks: list[tuple] = []
+        # Successes of the quantile that straddles the time left: (bin, latency, mass).
+        self.cli_points: list[tuple] = []
         self.hist_cache: dict[tuple[float, int], tuple[np.ndarray, float, float]] = {}
         self.b = 0
         self._fresh_first = -1
@@ -550,12 +554,9 @@ class FluidEngine:
 
     def _start(self, row: np.ndarray, wait: float, now: float) -> None:
         """Live attempts begin service: some will outlast their client's timeout."""
-        succeed = len(self.quantiles)
-        late = 0.0
+        succeed, late, partial = len(self.quantiles), 0.0, 0.0
         if math.isfinite(self.timeout_s):
-            left = (self.timeout_s - wait) / self.slowdown
-            succeed = int(np.searchsorted(self.quantiles, left, "right"))
-            late = max(0.0, float(self.beyond[succeed]))
+            late, succeed, partial = self._outlast((self.timeout_s - wait) / self.slowdown)
             if late > 0:
                 self._later("timeout", row * late, now + self.timeout_s - wait)
         if late < 1.0:
@@ -565,6 +566,33 @@ class FluidEngine:
                 now + self.mean_s * self.slowdown,
             )
             self._note_client(row, now, succeed)
+            if partial > 0:
+                self._note_points(row, now, partial, self.timeout_s - wait)
+
+    def _outlast(self, left: float) -> tuple[float, int, float]:
+        """Attempts whose clients have `left` seconds of (unslowed) service time left: the share
+        that outlasts it, the number of quantiles wholly below it, and the share that succeeds
+        within the quantile straddling it. The tail is interpolated log-linearly between
+        quantiles (exact for an exponential tail) rather than read off the quantile grid."""
+        q = self.quantiles
+        j = int(np.searchsorted(q, left, "right"))
+        if j == 0 or j >= len(q) or q[j] <= q[j - 1]:
+            return max(0.0, float(self.beyond[j])), j, 0.0
+        low, high = math.log(self.tail_mid[j - 1]), math.log(self.tail_mid[j])
+        tail = math.exp(low + (left - q[j - 1]) / (q[j] - q[j - 1]) * (high - low))
+        late = min(max(tail, float(self.beyond[j + 1])), float(self.beyond[j]))
+        return late, j, float(self.beyond[j]) - late
+
+    def _note_points(self, row: np.ndarray, now: float, partial: float, left_s: float) -> None:
+        """The successes within the straddling quantile end just inside the time left."""
+        w = self.width
+        values = row.tolist()
+        for k in range(w):
+            mass = values[k]
+            if mass > 0:
+                before = max(0.0, now - values[w + k] / mass)
+                fresh_bin = self._fate_bin(mass, values[w + k])
+                self.cli_points.append((fresh_bin, before + left_s, mass * partial))
 
     def _note_client(self, row: np.ndarray, now: float, succeed: int) -> None:
         """Client latency of the successes among `row` started `now`: the time since each try
@@ -729,10 +757,9 @@ class FluidEngine:
         timeouts = self.ring_timeout[index]
         successes = self.ring_success[index]
         plan = _QuietPlan(slot, n)
-        late, succeed = 0.0, len(self.quantiles)
+        late, succeed, partial = 0.0, len(self.quantiles), 0.0
         if math.isfinite(self.timeout_s):
-            succeed = int(np.searchsorted(self.quantiles, self.timeout_s / self.slowdown, "right"))
-            late = max(0.0, float(self.beyond[succeed]))
+            late, succeed, partial = self._outlast(self.timeout_s / self.slowdown)
             timeout_at = np.floor((t_mid + self.timeout_s) / dt + 0.5).astype(np.int64)
         success_at = np.floor((t_mid + service_s) / dt + 0.5).astype(np.int64)
         started = np.zeros(n)
@@ -781,7 +808,9 @@ class FluidEngine:
                 return self._quiet(slot, fresh[:fits])
             self.quiet_from = slot + 8  # load is near capacity: step slot by slot a while
             return 0
-        self._commit_quiet(plan, fresh, attempts, successes, started, tokens, t_mid, succeed)
+        self._commit_quiet(
+            plan, fresh, attempts, successes, started, tokens, t_mid, (succeed, partial)
+        )
         return n
 
     def _quiet_fail(self, plan, attempts, k, mass, moment, t_s) -> None:
@@ -796,7 +825,7 @@ class FluidEngine:
         plan.place(attempts, plan.later_retry, target, k + 1, self.width, mass, moment)
         plan.wanted += mass
 
-    def _commit_quiet(self, plan, fresh, attempts, successes, started, tokens, t_mid, succeed):
+    def _commit_quiet(self, plan, fresh, attempts, successes, started, tokens, t_mid, outlast):
         recorder, b, w, n = self.recorder, self.b, self.width, plan.n
         index = np.arange(plan.slot, plan.slot + n) % self.ring
         for ring, name in (
@@ -833,6 +862,7 @@ class FluidEngine:
         if self.throttle_k is not None:
             self.throttle_req[self.throttle_slot % THROTTLE_SLOTS] += offered
             self.throttle_acc[self.throttle_slot % THROTTLE_SLOTS] += done
+        succeed, partial = outlast
         total = float(started.sum())
         recorder.started += total
         self.srv_zero[self.slowdown] = self.srv_zero.get(self.slowdown, 0.0) + total
@@ -853,6 +883,8 @@ class FluidEngine:
             else:
                 before = t_mid[keep] - moment / mass
                 self.cli_chunks.append((bins, before, mass, self.slowdown, succeed))
+                if partial > 0:
+                    self.cli_points.append((bins, before + self.timeout_s, mass * partial))
         service_s = self.mean_s * self.slowdown
         busy = np.minimum(self.servers, started * service_s / self.dt)
         self.busy = float(busy[-1])
@@ -955,14 +987,25 @@ class FluidEngine:
             latency = waits[:, None] + slowdowns[group][:, None] * q[None, :]
             recorder.add_server_latencies(b, latency.ravel(), (mass[:, None] * qw[None, :]).ravel())
         for (fresh_bin, slowdown, succeed), mass in self.cli_zero.items():
+            (where,) = self._open_bins(np.array([fresh_bin])).tolist()
             if mass > 0 and succeed > 0:
                 unit, total, top = self._hist(slowdown, succeed)
-                (where,) = self._open_bins(np.array([fresh_bin])).tolist()
                 recorder.add_client_histogram(where, unit * mass, total * mass, top)
+            if mass > 0 and math.isfinite(self.timeout_s):
+                partial = self._outlast(self.timeout_s / slowdown)[2]
+                if partial > 0:
+                    self.cli_points.append((where, self.timeout_s, mass * partial))
+        if self.cli_points:
+            bins, latency, masses = (
+                np.concatenate([np.atleast_1d(np.asarray(p[i])) for p in self.cli_points])
+                for i in range(3)
+            )
+            bins = self._open_bins(bins.astype(np.int64))
+            recorder.add_client_latencies(bins, latency, masses)
         if self.cli_rows or self.cli_chunks:
             self._flush_client_rows()
         self.srv_zero, self.srv_rows = {}, []
-        self.cli_zero, self.cli_rows, self.cli_chunks = {}, [], []
+        self.cli_zero, self.cli_rows, self.cli_chunks, self.cli_points = {}, [], [], []
 
     def _flush_client_rows(self) -> None:
         """Client latencies of successes that waited or retried: masses with nearly the same
