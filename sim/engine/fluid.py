@@ -17,8 +17,8 @@ A cohort keeps its arrival time and its mass per try count, so its clients give 
 age passes `client.timeout`: they count as timed out and retry after the mean backoff delay
 (retry budget applied), while their work stays queued and is still served unless
 `drop_expired`. An attempt started at wait w times out in service with probability
-P(S > timeout − w), from quantiles of the service-time distribution; completions count as
-successes one mean service time later. Controls reuse the DES's decision rules: capacity from
+P(S > timeout − w), from quantiles of the service-time distribution (the tail interpolated
+log-linearly between them); completions count as successes one mean service time later. Controls reuse the DES's decision rules: capacity from
 `planned_changes` and the `DailyPlanner` (which reads the load recorded so far), faults from
 `combine_faults`, the autoscaler from `Autoscaler`.
 
