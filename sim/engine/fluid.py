@@ -18,9 +18,10 @@ age passes `client.timeout`: they count as timed out and retry after the mean ba
 (retry budget applied), while their work stays queued and is still served unless
 `drop_expired`. An attempt started at wait w times out in service with probability
 P(S > timeout − w), from quantiles of the service-time distribution (the tail interpolated
-log-linearly between them); completions count as successes one mean service time later. Controls reuse the DES's decision rules: capacity from
-`planned_changes` and the `DailyPlanner` (which reads the load recorded so far), faults from
-`combine_faults`, the autoscaler from `Autoscaler`.
+log-linearly between them); completions count as successes one mean service time later.
+Controls reuse the DES's decision rules: capacity from `planned_changes` and the
+`DailyPlanner` (which reads the load recorded so far), faults from `combine_faults`, the
+autoscaler from `Autoscaler`.
 
 Latency, two views (the Recorder's contract). The server's view is every completed attempt's
 time in system by the bin it started in: its wait plus each service quantile, abandoned work
@@ -954,17 +955,13 @@ class FluidEngine:
 
     def _open_bins(self, bins: np.ndarray) -> np.ndarray:
         """Client bins to credit: a bin already settled (every request of it was decided, as
-        far as the mean fresh-arrival times tell) passes its late residue to the next one."""
+        far as the mean fresh-arrival times tell) passes its late residue to the next open
+        one (the current bin is open until it closes)."""
         settled = self.recorder.client_latency.settled
         if not settled[bins].any():
             return bins
-        out = bins.copy()
-        for i in np.flatnonzero(settled[bins]).tolist():
-            j = int(bins[i])
-            while settled[j] and j < self.b:
-                j += 1
-            out[i] = j
-        return out
+        open_bins = np.flatnonzero(~settled[: self.b + 1])
+        return open_bins[np.minimum(np.searchsorted(open_bins, bins), len(open_bins) - 1)]
 
     def _flush_latencies(self, b: int) -> None:
         """Hand the bin's served masses to the Recorder: server view by the bin they started
@@ -978,10 +975,7 @@ class FluidEngine:
         if self.srv_rows:
             # Waits within one histogram bucket (~6%) are pooled at their mean, as for clients.
             waits, masses, slowdowns = (np.array(c) for c in zip(*self.srv_rows, strict=True))
-            _, slow_code = np.unique(slowdowns, return_inverse=True)
-            keys = np.stack([bucket_index(waits), slow_code.ravel()])
-            _, group, inverse = np.unique(keys, axis=1, return_index=True, return_inverse=True)
-            inverse = inverse.ravel()
+            group, inverse = _groups(bucket_index(waits), slowdowns)
             mass = np.bincount(inverse, weights=masses)
             waits = np.bincount(inverse, weights=masses * waits) / mass
             latency = waits[:, None] + slowdowns[group][:, None] * q[None, :]
@@ -1024,10 +1018,7 @@ class FluidEngine:
         slowdowns, succeeds = slowdowns[keep], succeeds[keep].astype(np.int64)
         if not len(masses):
             return
-        _, slow_code = np.unique(slowdowns, return_inverse=True)
-        keys = np.stack([bins, bucket_index(before), succeeds, slow_code])
-        _, group, inverse = np.unique(keys, axis=1, return_index=True, return_inverse=True)
-        inverse = inverse.ravel()
+        group, inverse = _groups(bins, bucket_index(before), succeeds, slowdowns)
         mass = np.bincount(inverse, weights=masses)
         before = np.bincount(inverse, weights=masses * before) / mass
         bins, slowdowns, succeeds = bins[group], slowdowns[group], succeeds[group]
@@ -1079,6 +1070,16 @@ class FluidEngine:
     def simulated_events(self) -> int:
         """Steps taken (each advances every cohort at once)."""
         return self.steps
+
+
+def _groups(*columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows with equal values in every column: (first row of each group, group of each row)."""
+    key = np.zeros(len(columns[0]), dtype=np.int64)
+    for column in columns:
+        _, code = np.unique(column, return_inverse=True)
+        key = key * (int(code.max()) + 1) + code.ravel()
+    _, group, inverse = np.unique(key, return_index=True, return_inverse=True)
+    return group, inverse.ravel()
 
 
 class _QuietPlan:
