@@ -26,7 +26,7 @@ import sim
 import sim.engine.des
 import sim.run
 from sim import theory
-from sim.engine import kernel_clients, kernel_store
+from sim.engine import kernel_clients, kernel_jit, kernel_store
 from sim.engine import kernel_state as ks
 from sim.engine.des_kernel import KernelEngine
 from sim.report import summary_json, timeseries_csv
@@ -234,7 +234,7 @@ def _fingerprint_in_child(text: str, jit: str) -> str:
 
 
 @pytest.mark.skipif(
-    not kernel_store.JIT and os.environ.get("OUTAGE_SIM_JIT") != "0",
+    not kernel_jit.JIT and os.environ.get("OUTAGE_SIM_JIT") != "0",
     reason="numba is not importable",
 )
 def test_compiled_and_plain_runs_are_identical() -> None:
@@ -250,8 +250,8 @@ def test_heap_pops_in_time_order_ties_by_insertion() -> None:
     rng = np.random.default_rng(3)
     times = rng.integers(0, 20, 500).astype(float)
     for item, t in enumerate(times):
-        kernel_store.heap_push(state, t, 0, item)
-    popped = [int(kernel_store.heap_pop(state)[1]) for _ in times]
+        kernel_store.heap_push(state.heap_t, state.heap_i, state.si, t, 0, item)
+    popped = [int(kernel_store.heap_pop(state.heap_t, state.heap_i, state.si)[1]) for _ in times]
     assert popped == sorted(range(len(times)), key=lambda i: (times[i], i))
 
 
@@ -260,13 +260,18 @@ def test_queue_growth_keeps_order() -> None:
     state = ks.new_state(1, 1, 1, 1.0)
     cap = state.queue.shape[1]
     for a in range(cap - 10):
-        kernel_store.queue_push(state, 0, a)
+        kernel_store.queue_push(state.queue, state.st_i, 0, a)
     for _ in range(cap - 20):
-        kernel_store.queue_take(state, 0)  # fifo: from the head; the ring now wraps below
+        kernel_store.queue_take(
+            state.queue, state.st_i, state.st_f, 0
+        )  # fifo: from the head; the ring now wraps below
     for a in range(cap - 10, cap + 20):
-        kernel_store.queue_push(state, 0, a)
+        kernel_store.queue_push(state.queue, state.st_i, 0, a)
     state = ks.grow_queues(state)
-    order = [int(kernel_store.queue_take(state, 0)) for _ in range(int(state.st_i[0, ks.ST_QLEN]))]
+    order = [
+        int(kernel_store.queue_take(state.queue, state.st_i, state.st_f, 0))
+        for _ in range(int(state.st_i[0, ks.ST_QLEN]))
+    ]
     assert order == list(range(cap - 20, cap + 20))
 
 

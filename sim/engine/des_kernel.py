@@ -107,6 +107,7 @@ ENTRY = 0  # the station (and client) of today's single pool: a graph of one
 # Refill a random block once it is down to a quarter; grow an array once it is three-quarters
 # full: each refill or growth then buys many thousands of kernel steps.
 REFILL_BELOW = RAND0 // 4
+TICK_REQUESTS = 500_000
 
 
 class KernelEngine:
@@ -249,6 +250,7 @@ class KernelEngine:
 
     def _advance_to(self, t_s: float) -> None:
         """Run the kernel to `t_s` (events at `t_s` included) and bring the Recorder up to date."""
+        t_s = max(t_s, float(self.k.sf[SF_NOW]))  # SimPy's clock may lag by a rounding
         while advance(self.k, t_s) != REACHED:
             self._service()
         self._sync()
@@ -263,7 +265,7 @@ class KernelEngine:
         """Set the planned number of servers (real units); faults still apply on top."""
         now = self.env.now
         self._advance_to(now)
-        touch(self.k, ENTRY, now)
+        touch(self.k.st_i, self.k.st_f, ENTRY, now)
         self.planned = self.scaled(real_servers)
         self._pool_changed(now)
 
@@ -271,7 +273,7 @@ class KernelEngine:
         """Apply the combined effect of the active faults (1, 1, 0 when none)."""
         now = self.env.now
         self._advance_to(now)
-        touch(self.k, ENTRY, now)
+        touch(self.k.st_i, self.k.st_f, ENTRY, now)
         self.fault_factor = capacity_factor
         self.k.st_f[ENTRY, STF_SLOWDOWN] = slowdown
         self.k.st_f[ENTRY, STF_ERROR_RATE] = 1 - (1 - self.error_base) * (1 - error_rate)
@@ -297,11 +299,12 @@ class KernelEngine:
     def _clock(self, ticks: int, progress: Callable[[float], None] | None):
         """The SimPy process that moves the kernel from one SimPy instant (or tick) to the next."""
         env, end = self.env, self.duration_s
-        tick, wall_last = 1, time.monotonic()
+        tick_times = [end * i / ticks for i in range(1, ticks)] + [end]  # the last is `end`
+        tick, wall_last = 0, time.monotonic()
         while True:
-            while tick * end / ticks <= env.now and tick < ticks:
+            while tick_times[tick] <= env.now and tick < ticks - 1:
                 tick += 1
-            target = min(env.peek(), tick * end / ticks, end)
+            target = min(env.peek(), tick_times[tick])
             self._advance_to(target)
             if progress is not None and time.monotonic() - wall_last > 0.2:
                 wall_last = time.monotonic()
@@ -314,9 +317,9 @@ class KernelEngine:
         """Simulate to the end (or to Ctrl-C); return the simulated time reached."""
         start_controls(self)
         # Ticks: for the progress bar and Ctrl-C, which the compiled kernel only sees between
-        # calls; a tick is a few thousand requests at most.
+        # calls; a tick is about TICK_REQUESTS requests (a few tenths of a second).
         expected = self.demand.expected_total() / self.scale
-        ticks = max(200, math.ceil(expected / 32768))
+        ticks = max(10, math.ceil(expected / TICK_REQUESTS))
         self.env.process(self._clock(ticks, progress))
         try:
             self.env.run(until=self.duration_s)

@@ -25,6 +25,7 @@ from sim.engine.kernel_clients import (
     throttle_accept,
     throttled,
 )
+from sim.engine.kernel_jit import compiled
 from sim.engine.kernel_state import (
     A_BACKOFF_S,
     A_CLIENT,
@@ -45,6 +46,8 @@ from sim.engine.kernel_state import (
     C_THROTTLED,
     C_TIMED_OUT,
     CL_BASE_S,
+    CL_HAS_BUDGET,
+    CL_HAS_THROTTLE,
     CL_RETRIES,
     CL_STATION,
     CL_TIMEOUT_S,
@@ -84,7 +87,6 @@ from sim.engine.kernel_state import (
 )
 from sim.engine.kernel_store import (
     close_bins,
-    compiled,
     count_fate,
     draw,
     free_attempt,
@@ -111,29 +113,29 @@ def send(k, a, now):
     c = k.att_i[a, A_CLIENT]
     s = int(k.cl_f[c, CL_STATION])
     b = k.si[SI_BIN]
-    if throttled(k, c, now):
+    if k.cl_f[c, CL_HAS_THROTTLE] != 0.0 and throttled(k, c, now):
         k.counts[s, C_THROTTLED, b] += 1
-        count_fate(k, s, C_FRESH_FAILED, k.att_i[a, A_FRESH_BIN])
-        free_attempt(k, a)
+        count_fate(k.counts, k.si, s, C_FRESH_FAILED, k.att_i[a, A_FRESH_BIN])
+        free_attempt(k.att_i, k.si, a)
         return
     k.counts[s, C_ATTEMPTS, b] += 1
     error_rate = k.st_f[s, STF_ERROR_RATE]
-    if error_rate > 0.0 and draw(k, R_ERRORS) < error_rate:
+    if error_rate > 0.0 and draw(k.rand, k.rand_pos, R_ERRORS) < error_rate:
         reject(k, s, a, now)
         return
     k.att_i[a, A_STATE] = LIVE
     k.att_f[a, A_SENT_T] = now
     k.att_f[a, A_DEADLINE_T] = now + k.cl_f[c, CL_TIMEOUT_S]
     if k.st_i[s, ST_BUSY] < k.st_i[s, ST_SERVERS]:
-        touch(k, s, now)
+        touch(k.st_i, k.st_f, s, now)
         k.st_i[s, ST_STARTED] += 1
         start(k, s, a, now)
     elif k.st_i[s, ST_QLEN] >= k.st_f[s, STF_QUEUE_LIMIT]:
         reject(k, s, a, now)
         return
     else:
-        touch(k, s, now)
-        queue_push(k, s, a)
+        touch(k.st_i, k.st_f, s, now)
+        queue_push(k.queue, k.st_i, s, a)
     if k.cl_f[c, CL_TIMEOUT_S] != math.inf:
         lane_push(k, c, a)
 
@@ -143,15 +145,15 @@ def reject(k, s, a, now):
     """The station refuses attempt `a` at once (error, full queue, shed): the client may retry."""
     k.counts[s, C_REJECTED, k.si[SI_BIN]] += 1
     retry_or_fail(k, a, now)
-    free_attempt(k, a)
+    free_attempt(k.att_i, k.si, a)
 
 
 @compiled
 def start(k, s, a, now):
     """A server takes attempt `a`; its completion goes on the heap."""
     k.st_i[s, ST_BUSY] += 1
-    service_s = draw(k, R_SERVICE + s) * k.st_f[s, STF_SLOWDOWN]
-    heap_push(k, now + service_s, EV_COMPLETE, a)
+    service_s = draw(k.rand, k.rand_pos, R_SERVICE + s) * k.st_f[s, STF_SLOWDOWN]
+    heap_push(k.heap_t, k.heap_i, k.si, now + service_s, EV_COMPLETE, a)
 
 
 @compiled
@@ -159,15 +161,18 @@ def retry_or_fail(k, a, now):
     """Attempt `a` failed its client: schedule a retry after backoff, or fail the request."""
     c = k.att_i[a, A_CLIENT]
     tries = k.att_i[a, A_TRIES]
-    if tries >= k.cl_f[c, CL_RETRIES] or not budget_allows(k, c):
+    has_budget = k.cl_f[c, CL_HAS_BUDGET] != 0.0
+    if tries >= k.cl_f[c, CL_RETRIES] or (has_budget and not budget_allows(k, c)):
         s = int(k.cl_f[c, CL_STATION])
-        count_fate(k, s, C_FRESH_FAILED, k.att_i[a, A_FRESH_BIN])
+        count_fate(k.counts, k.si, s, C_FRESH_FAILED, k.att_i[a, A_FRESH_BIN])
         return
-    budget_spend(k, c)
+    if has_budget:
+        budget_spend(k, c)
     delay_s = backoff_delay(k, c, tries, k.att_f[a, A_BACKOFF_S])
-    retry = new_attempt(k, c, k.att_f[a, A_FIRST_T], tries + 1, delay_s, k.att_i[a, A_FRESH_BIN])
+    first_t, fresh_bin = k.att_f[a, A_FIRST_T], k.att_i[a, A_FRESH_BIN]
+    retry = new_attempt(k.att_f, k.att_i, k.si, c, first_t, tries + 1, delay_s, fresh_bin)
     k.att_i[retry, A_STATE] = WAITING
-    heap_push(k, now + delay_s, EV_RETRY, retry)
+    heap_push(k.heap_t, k.heap_i, k.si, now + delay_s, EV_RETRY, retry)
 
 
 # -- events --------------------------------------------------------------------------------
@@ -177,7 +182,7 @@ def on_arrival(k, c, now):
     s = int(k.cl_f[c, CL_STATION])
     b = k.si[SI_BIN]
     k.counts[s, C_FRESH, b] += 1
-    a = new_attempt(k, c, now, 0, k.cl_f[c, CL_BASE_S], b)
+    a = new_attempt(k.att_f, k.att_i, k.si, c, now, 0, k.cl_f[c, CL_BASE_S], b)
     send(k, a, now)
 
 
@@ -195,24 +200,26 @@ def on_complete(k, a, now):
     c = k.att_i[a, A_CLIENT]
     s = int(k.cl_f[c, CL_STATION])
     b = k.si[SI_BIN]
-    touch(k, s, now)
-    record_latency(k, LAT_SERVER, now - k.att_f[a, A_SENT_T], b)
+    touch(k.st_i, k.st_f, s, now)
+    record_latency(k.lat_v, k.lat_b, k.si, LAT_SERVER, now - k.att_f[a, A_SENT_T], b)
     if k.att_i[a, A_STATE] == LIVE:
         fresh_bin = k.att_i[a, A_FRESH_BIN]
         k.counts[s, C_SUCCEEDED, b] += 1
-        count_fate(k, s, C_FRESH_OK, fresh_bin)
-        record_latency(k, LAT_CLIENT, now - k.att_f[a, A_FIRST_T], fresh_bin)
-        budget_earn(k, c)
-        throttle_accept(k, c, now)
+        count_fate(k.counts, k.si, s, C_FRESH_OK, fresh_bin)
+        record_latency(k.lat_v, k.lat_b, k.si, LAT_CLIENT, now - k.att_f[a, A_FIRST_T], fresh_bin)
+        if k.cl_f[c, CL_HAS_BUDGET] != 0.0:
+            budget_earn(k, c)
+        if k.cl_f[c, CL_HAS_THROTTLE] != 0.0:
+            throttle_accept(k, c, now)
     k.st_i[s, ST_BUSY] -= 1
-    free_attempt(k, a)
+    free_attempt(k.att_i, k.si, a)
 
 
 @compiled
 def on_timeout(k, c, now):
     """Client c's oldest live attempt times out; the work stays where it is (GONE)."""
     a = k.lane_id[c, k.lane_head[c]]
-    lane_drop_head(k, c)
+    lane_drop_head(k.lane_head, k.lane_len, k.lane_id.shape[1], c)
     k.att_i[a, A_STATE] = GONE
     k.si[SI_TIMEOUTS] += 1
     k.counts[int(k.cl_f[c, CL_STATION]), C_TIMED_OUT, k.si[SI_BIN]] += 1
@@ -222,12 +229,12 @@ def on_timeout(k, c, now):
 @compiled
 def start_queued(k, s, now):
     """A free server at station s takes the next queued attempt, or skips or sheds it."""
-    touch(k, s, now)
-    a = queue_take(k, s)
+    touch(k.st_i, k.st_f, s, now)
+    a = queue_take(k.queue, k.st_i, k.st_f, s)
     b = k.si[SI_BIN]
     if k.att_i[a, A_STATE] == GONE and k.st_i[s, ST_DROP_EXPIRED] == 1:
         k.counts[s, C_DROPPED, b] += 1
-        free_attempt(k, a)
+        free_attempt(k.att_i, k.si, a)
         return
     wait_s = now - k.att_f[a, A_SENT_T]
     if wait_s > k.st_f[s, STF_SOJOURN_S]:
@@ -235,7 +242,7 @@ def start_queued(k, s, now):
             reject(k, s, a, now)
         else:
             k.counts[s, C_DROPPED, b] += 1
-            free_attempt(k, a)
+            free_attempt(k.att_i, k.si, a)
         return
     k.st_i[s, ST_STARTED] += 1
     if wait_s > 0.0:
@@ -264,10 +271,10 @@ def safe_steps(k):
 
 
 @compiled
-def station_to_serve(k):
+def station_to_serve(st_i):
     """A station with a free server and a queue, or -1."""
-    for s in range(len(k.st_i)):
-        if k.st_i[s, ST_QLEN] > 0 and k.st_i[s, ST_BUSY] < k.st_i[s, ST_SERVERS]:
+    for s in range(len(st_i)):
+        if st_i[s, ST_QLEN] > 0 and st_i[s, ST_BUSY] < st_i[s, ST_SERVERS]:
             return s
     return -1
 
@@ -279,7 +286,9 @@ def next_event(k):
     if k.si[SI_HEAP_N] > 0:
         t = k.heap_t[0]
     for c in range(len(k.cl_f)):
-        deadline = lane_next_deadline(k, c)
+        deadline = lane_next_deadline(
+            k.lane_id, k.lane_serial, k.lane_t, k.lane_head, k.lane_len, k.att_i, c
+        )
         if deadline < t:
             t, source, index = deadline, SOURCE_LANE, c
     i = k.si[SI_ARRIVAL_I]
@@ -300,7 +309,7 @@ def advance(k, until_s):
                 return NEEDS_SERVICE
         steps -= 1
         now = k.sf[SF_NOW]
-        s = station_to_serve(k)
+        s = station_to_serve(k.st_i)
         if s >= 0:
             start_queued(k, s, now)
             continue
@@ -319,7 +328,7 @@ def advance(k, until_s):
         elif source == SOURCE_LANE:
             on_timeout(k, index, t)
         else:
-            kind, a = heap_pop(k)
+            kind, a = heap_pop(k.heap_t, k.heap_i, k.si)
             if kind == EV_COMPLETE:
                 on_complete(k, a, t)
             else:

@@ -4,20 +4,21 @@ A client is a caller's policy towards one station (today: the end user's towards
 Its parameters and state are a row of `cl_f`; every quantity that a real client counts (budget
 tokens, the throttle's requests and accepts) is kept in real units, so at `scale` s one
 simulated request counts as s real ones and the policy means the same at any scale.
+The budget and throttle functions assume the client has them (`CL_HAS_BUDGET`,
+`CL_HAS_THROTTLE`); the caller checks, so a client without them pays one test, not a call.
 """
 
 from __future__ import annotations
 
 import math
 
+from sim.engine.kernel_jit import compiled
 from sim.engine.kernel_state import (
     CL_BASE_S,
     CL_BUDGET_BURST,
     CL_BUDGET_COST,
     CL_BUDGET_EARN,
     CL_CAP_S,
-    CL_HAS_BUDGET,
-    CL_HAS_THROTTLE,
     CL_JITTER,
     CL_MULTIPLIER,
     CL_SCALE,
@@ -32,7 +33,7 @@ from sim.engine.kernel_state import (
     R_THROTTLE,
     THROTTLE_SLOTS,
 )
-from sim.engine.kernel_store import compiled, draw
+from sim.engine.kernel_store import draw
 
 
 @compiled
@@ -46,21 +47,19 @@ def backoff_delay(k, c, tries, previous_s):
     jitter = k.cl_f[c, CL_JITTER]
     if jitter == JITTER_DECORRELATED:
         high = 3.0 * max(base, previous_s)
-        return min(cap, base + draw(k, R_JITTER) * (high - base))
+        return min(cap, base + draw(k.rand, k.rand_pos, R_JITTER) * (high - base))
     # math.pow of floats: the same libm call compiled and in Python (integer powers differ).
     delay = min(cap, base * math.pow(k.cl_f[c, CL_MULTIPLIER], float(tries)))
     if jitter == JITTER_FULL:
-        return draw(k, R_JITTER) * delay
+        return draw(k.rand, k.rand_pos, R_JITTER) * delay
     if jitter == JITTER_EQUAL:
-        return delay / 2.0 + draw(k, R_JITTER) * delay / 2.0
+        return delay / 2.0 + draw(k.rand, k.rand_pos, R_JITTER) * delay / 2.0
     return delay
 
 
 @compiled
 def budget_allows(k, c):
-    """Whether the retry budget has a token for one more retry (always, without a budget)."""
-    if k.cl_f[c, CL_HAS_BUDGET] == 0.0:
-        return True
+    """Whether the retry budget has a token for one more retry."""
     # A retry passes while the bucket holds one real token, as a real client's would; at
     # scale > 1 a simulated retry costs `scale` tokens, so the bucket may go into debt by up to
     # scale - 1 tokens, which later successes repay (the long-run retry rate stays exact).
@@ -69,15 +68,13 @@ def budget_allows(k, c):
 
 @compiled
 def budget_spend(k, c):
-    if k.cl_f[c, CL_HAS_BUDGET] != 0.0:
-        k.cl_f[c, CL_TOKENS] -= k.cl_f[c, CL_BUDGET_COST]
+    k.cl_f[c, CL_TOKENS] -= k.cl_f[c, CL_BUDGET_COST]
 
 
 @compiled
 def budget_earn(k, c):
-    if k.cl_f[c, CL_HAS_BUDGET] != 0.0:
-        tokens = k.cl_f[c, CL_TOKENS] + k.cl_f[c, CL_BUDGET_EARN]
-        k.cl_f[c, CL_TOKENS] = min(k.cl_f[c, CL_BUDGET_BURST], tokens)
+    tokens = k.cl_f[c, CL_TOKENS] + k.cl_f[c, CL_BUDGET_EARN]
+    k.cl_f[c, CL_TOKENS] = min(k.cl_f[c, CL_BUDGET_BURST], tokens)
 
 
 @compiled
@@ -97,19 +94,16 @@ def throttle_roll(k, c, now):
 def throttled(k, c, now):
     """Adaptive throttling (Google SRE book, "Handling Overload"): the client rejects locally
     with P = max(0, (requests − K·accepts) / (requests + 1)) over its sliding window."""
-    if k.cl_f[c, CL_HAS_THROTTLE] == 0.0:
-        return False
     index = throttle_roll(k, c, now)
     scale = k.cl_f[c, CL_SCALE]
     requests = k.th_req[c].sum() * scale
     accepts = k.th_acc[c].sum() * scale
     k.th_req[c, index] += 1.0
     p_reject = max(0.0, (requests - k.cl_f[c, CL_THROTTLE_K] * accepts) / (requests + 1.0))
-    return p_reject > 0.0 and draw(k, R_THROTTLE) < p_reject
+    return p_reject > 0.0 and draw(k.rand, k.rand_pos, R_THROTTLE) < p_reject
 
 
 @compiled
 def throttle_accept(k, c, now):
     """A success: one accept in the throttle's window."""
-    if k.cl_f[c, CL_HAS_THROTTLE] != 0.0:
-        k.th_acc[c, throttle_roll(k, c, now)] += 1.0
+    k.th_acc[c, throttle_roll(k, c, now)] += 1.0

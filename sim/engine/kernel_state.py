@@ -136,7 +136,7 @@ LAT_CLIENT, LAT_SERVER = range(2)
 STEP_MAX = 2
 
 # Initial sizes (they grow on demand).
-ATTEMPTS0, HEAP0, QUEUE0, LANE0, LAT0, RAND0 = 4096, 4096, 4096, 4096, 32768, 65536
+ATTEMPTS0, HEAP0, QUEUE0, LANE0, LAT0, RAND0 = 4096, 4096, 4096, 4096, 2**18, 2**16
 
 KernelState = namedtuple(
     "KernelState",

@@ -1,16 +1,17 @@
 """The kernel's data structures as compiled functions: random blocks, time integrals and bins,
 the attempt table and its free list, the event heap, ring-buffer queues and timeout lanes.
 
-Every function works on a `KernelState` (arrays laid out in `kernel_state.py`) and plain
-scalars, so numba compiles it (`@njit(cache=True)`); with `OUTAGE_SIM_JIT=0`, or without
-numba, the very same code runs as ordinary Python: slower, identical results.
+These are the leaves of the request path, called many times an event, so each takes only the
+arrays it touches (of a `KernelState`, laid out in `kernel_state.py`), not the whole state: a
+compiled call passes every field of every array it is given, and the state has 26 arrays.
+Bins are closed rarely and take the whole state.
 """
 
 from __future__ import annotations
 
 import math
-import os
 
+from sim.engine.kernel_jit import compiled
 from sim.engine.kernel_state import (
     A_BACKOFF_S,
     A_CLIENT,
@@ -62,45 +63,27 @@ from sim.engine.kernel_state import (
     STF_SLOWDOWN,
 )
 
-try:
-    import numba
-except ImportError:  # numba is optional: the same code then runs as plain Python
-    numba = None
-
-JIT = numba is not None and os.environ.get("OUTAGE_SIM_JIT", "1") != "0"
-CACHE = os.environ.get("OUTAGE_SIM_JIT_CACHE", "1") != "0"
-
-
-def compiled(function):
-    """`function` compiled by numba (cached on disk), or unchanged when the JIT is off.
-
-    Inlined where it is called: a compiled call that is not inlined costs about 150 ns (the
-    state's arrays are reference-counted on the way in and out), several times the work of
-    most of these functions.
-    """
-    return numba.njit(cache=CACHE, _nrt=False)(function) if JIT else function
-
 
 # -- small pieces --------------------------------------------------------------------------
 @compiled
-def draw(k, stream):
+def draw(rand, rand_pos, stream):
     """The next number of a random stream's block."""
-    pos = k.rand_pos[stream]
-    k.rand_pos[stream] = pos + 1
-    return k.rand[stream, pos]
+    pos = rand_pos[stream]
+    rand_pos[stream] = pos + 1
+    return rand[stream, pos]
 
 
 @compiled
-def touch(k, s, now):
+def touch(st_i, st_f, s, now):
     """Bring station s's time integrals up to `now` (before any change of its state)."""
-    dt = now - k.st_f[s, STF_LAST_T]
+    dt = now - st_f[s, STF_LAST_T]
     if dt > 0.0:
-        busy, servers = k.st_i[s, ST_BUSY], k.st_i[s, ST_SERVERS]
-        k.st_f[s, STF_BUSY_ACC] += busy * dt
-        k.st_f[s, STF_QUEUE_ACC] += k.st_i[s, ST_QLEN] * dt
-        k.st_f[s, STF_SERVER_ACC] += servers * dt
-        k.st_f[s, STF_CAPACITY_ACC] += servers / k.st_f[s, STF_SLOWDOWN] * dt
-        k.st_f[s, STF_LAST_T] = now
+        busy, servers = st_i[s, ST_BUSY], st_i[s, ST_SERVERS]
+        st_f[s, STF_BUSY_ACC] += busy * dt
+        st_f[s, STF_QUEUE_ACC] += st_i[s, ST_QLEN] * dt
+        st_f[s, STF_SERVER_ACC] += servers * dt
+        st_f[s, STF_CAPACITY_ACC] += servers / st_f[s, STF_SLOWDOWN] * dt
+        st_f[s, STF_LAST_T] = now
 
 
 @compiled
@@ -115,144 +98,146 @@ def close_bins(k, now):
 def close_bin(k, edge):
     """Close the current bin at time `edge` (the run's end for a last, partial bin)."""
     b = k.si[SI_BIN]
-    for s in range(len(k.st_i)):
-        touch(k, s, edge)
-        busy_area = k.st_f[s, STF_BUSY_ACC]
+    st_i, st_f = k.st_i, k.st_f
+    for s in range(len(st_i)):
+        touch(st_i, st_f, s, edge)
+        busy_area = st_f[s, STF_BUSY_ACC]
         k.areas[s, AR_BUSY, b] = busy_area
-        k.areas[s, AR_QUEUE, b] = k.st_f[s, STF_QUEUE_ACC]
-        k.areas[s, AR_SERVERS, b] = k.st_f[s, STF_SERVER_ACC]
-        k.areas[s, AR_CAPACITY, b] = k.st_f[s, STF_CAPACITY_ACC]
-        k.st_f[s, STF_BUSY_CLOSED] += busy_area
-        k.st_f[s, STF_BUSY_ACC] = 0.0
-        k.st_f[s, STF_QUEUE_ACC] = 0.0
-        k.st_f[s, STF_SERVER_ACC] = 0.0
-        k.st_f[s, STF_CAPACITY_ACC] = 0.0
-        k.snaps[s, SN_QUEUE, b] = k.st_i[s, ST_QLEN]
-        k.snaps[s, SN_BUSY, b] = k.st_i[s, ST_BUSY]
-        k.snaps[s, SN_SERVERS, b] = k.st_i[s, ST_SERVERS]
+        k.areas[s, AR_QUEUE, b] = st_f[s, STF_QUEUE_ACC]
+        k.areas[s, AR_SERVERS, b] = st_f[s, STF_SERVER_ACC]
+        k.areas[s, AR_CAPACITY, b] = st_f[s, STF_CAPACITY_ACC]
+        st_f[s, STF_BUSY_CLOSED] += busy_area
+        st_f[s, STF_BUSY_ACC] = 0.0
+        st_f[s, STF_QUEUE_ACC] = 0.0
+        st_f[s, STF_SERVER_ACC] = 0.0
+        st_f[s, STF_CAPACITY_ACC] = 0.0
+        k.snaps[s, SN_QUEUE, b] = st_i[s, ST_QLEN]
+        k.snaps[s, SN_BUSY, b] = st_i[s, ST_BUSY]
+        k.snaps[s, SN_SERVERS, b] = st_i[s, ST_SERVERS]
     k.si[SI_CLOSED] = b + 1
     k.si[SI_BIN] = min(b + 1, k.si[SI_N_BINS] - 1)
 
 
 @compiled
-def count_fate(k, s, counter, fresh_bin):
+def count_fate(counts, si, s, counter, fresh_bin):
     """Count a request's final fate in its first-arrival bin (which may be closed already)."""
-    k.counts[s, counter, fresh_bin] += 1
-    if fresh_bin < k.si[SI_DIRTY_LO]:
-        k.si[SI_DIRTY_LO] = fresh_bin
+    counts[s, counter, fresh_bin] += 1
+    if fresh_bin < si[SI_DIRTY_LO]:
+        si[SI_DIRTY_LO] = fresh_bin
 
 
 @compiled
-def record_latency(k, row, value_s, b):
+def record_latency(lat_v, lat_b, si, row, value_s, b):
     n_index = SI_LAT_CLIENT_N if row == LAT_CLIENT else SI_LAT_SERVER_N
-    n = k.si[n_index]
-    k.lat_v[row, n] = value_s
-    k.lat_b[row, n] = b
-    k.si[n_index] = n + 1
+    n = si[n_index]
+    lat_v[row, n] = value_s
+    lat_b[row, n] = b
+    si[n_index] = n + 1
 
 
 # -- the attempt table ---------------------------------------------------------------------
 @compiled
-def new_attempt(k, client, first_t, tries, backoff_s, fresh_bin):
+def new_attempt(att_f, att_i, si, client, first_t, tries, backoff_s, fresh_bin):
     """A row of the attempt table, from the free list."""
-    a = k.si[SI_FREE]
-    k.si[SI_FREE] = k.att_i[a, A_NEXT]
-    k.si[SI_FREE_N] -= 1
-    k.si[SI_SERIAL] += 1
-    k.att_i[a, A_SERIAL] = k.si[SI_SERIAL]
-    k.att_i[a, A_CLIENT] = client
-    k.att_i[a, A_TRIES] = tries
-    k.att_i[a, A_FRESH_BIN] = fresh_bin
-    k.att_f[a, A_FIRST_T] = first_t
-    k.att_f[a, A_BACKOFF_S] = backoff_s
+    a = si[SI_FREE]
+    si[SI_FREE] = att_i[a, A_NEXT]
+    si[SI_FREE_N] -= 1
+    si[SI_SERIAL] += 1
+    att_i[a, A_SERIAL] = si[SI_SERIAL]
+    att_i[a, A_CLIENT] = client
+    att_i[a, A_TRIES] = tries
+    att_i[a, A_FRESH_BIN] = fresh_bin
+    att_f[a, A_FIRST_T] = first_t
+    att_f[a, A_BACKOFF_S] = backoff_s
     return a
 
 
 @compiled
-def free_attempt(k, a):
-    k.att_i[a, A_STATE] = FREE
-    k.att_i[a, A_NEXT] = k.si[SI_FREE]
-    k.si[SI_FREE] = a
-    k.si[SI_FREE_N] += 1
+def free_attempt(att_i, si, a):
+    att_i[a, A_STATE] = FREE
+    att_i[a, A_NEXT] = si[SI_FREE]
+    si[SI_FREE] = a
+    si[SI_FREE_N] += 1
 
 
 # -- the event heap (a binary heap ordered by time, then sequence number) ------------------
 @compiled
-def _before(k, i, j):
-    ti, tj = k.heap_t[i], k.heap_t[j]
-    return ti < tj or (ti == tj and k.heap_i[i, H_SEQ] < k.heap_i[j, H_SEQ])
+def _before(heap_t, heap_i, i, j):
+    ti, tj = heap_t[i], heap_t[j]
+    return ti < tj or (ti == tj and heap_i[i, H_SEQ] < heap_i[j, H_SEQ])
 
 
 @compiled
-def _swap(k, i, j):
-    k.heap_t[i], k.heap_t[j] = k.heap_t[j], k.heap_t[i]
+def _swap(heap_t, heap_i, i, j):
+    heap_t[i], heap_t[j] = heap_t[j], heap_t[i]
     for f in range(3):
-        k.heap_i[i, f], k.heap_i[j, f] = k.heap_i[j, f], k.heap_i[i, f]
+        heap_i[i, f], heap_i[j, f] = heap_i[j, f], heap_i[i, f]
 
 
 @compiled
-def heap_push(k, t, kind, item):
-    i = k.si[SI_HEAP_N]
-    k.si[SI_HEAP_N] = i + 1
-    k.si[SI_SEQ] += 1
-    k.heap_t[i] = t
-    k.heap_i[i, H_SEQ] = k.si[SI_SEQ]
-    k.heap_i[i, H_KIND] = kind
-    k.heap_i[i, H_ITEM] = item
+def heap_push(heap_t, heap_i, si, t, kind, item):
+    i = si[SI_HEAP_N]
+    si[SI_HEAP_N] = i + 1
+    si[SI_SEQ] += 1
+    heap_t[i] = t
+    heap_i[i, H_SEQ] = si[SI_SEQ]
+    heap_i[i, H_KIND] = kind
+    heap_i[i, H_ITEM] = item
     while i > 0:
         parent = (i - 1) >> 1
-        if not _before(k, i, parent):
+        if not _before(heap_t, heap_i, i, parent):
             break
-        _swap(k, i, parent)
+        _swap(heap_t, heap_i, i, parent)
         i = parent
 
 
 @compiled
-def heap_pop(k):
+def heap_pop(heap_t, heap_i, si):
     """Remove the earliest event; return (kind, item)."""
-    kind, item = k.heap_i[0, H_KIND], k.heap_i[0, H_ITEM]
-    n = k.si[SI_HEAP_N] - 1
-    k.si[SI_HEAP_N] = n
+    kind, item = heap_i[0, H_KIND], heap_i[0, H_ITEM]
+    n = si[SI_HEAP_N] - 1
+    si[SI_HEAP_N] = n
     if n > 0:
-        k.heap_t[0] = k.heap_t[n]
+        heap_t[0] = heap_t[n]
         for f in range(3):
-            k.heap_i[0, f] = k.heap_i[n, f]
+            heap_i[0, f] = heap_i[n, f]
         i = 0
         while True:
             child = 2 * i + 1
             if child >= n:
                 break
-            if child + 1 < n and _before(k, child + 1, child):
+            if child + 1 < n and _before(heap_t, heap_i, child + 1, child):
                 child += 1
-            if not _before(k, child, i):
+            if not _before(heap_t, heap_i, child, i):
                 break
-            _swap(k, i, child)
+            _swap(heap_t, heap_i, i, child)
             i = child
     return kind, item
 
 
 # -- queues and timeout lanes (ring buffers) -----------------------------------------------
 @compiled
-def queue_push(k, s, a):
-    cap = k.queue.shape[1]
-    k.queue[s, (k.st_i[s, ST_QHEAD] + k.st_i[s, ST_QLEN]) % cap] = a
-    k.st_i[s, ST_QLEN] += 1
+def queue_push(queue, st_i, s, a):
+    cap = queue.shape[1]
+    queue[s, (st_i[s, ST_QHEAD] + st_i[s, ST_QLEN]) % cap] = a
+    st_i[s, ST_QLEN] += 1
 
 
 @compiled
-def queue_take(k, s):
+def queue_take(queue, st_i, st_f, s):
     """The next attempt to serve: oldest (fifo), newest (lifo, or beyond `lifo_over`)."""
-    cap, n = k.queue.shape[1], k.st_i[s, ST_QLEN]
-    k.st_i[s, ST_QLEN] = n - 1
-    if k.st_i[s, ST_LIFO] == 1 or n > k.st_f[s, STF_LIFO_OVER]:
-        return k.queue[s, (k.st_i[s, ST_QHEAD] + n - 1) % cap]
-    head = k.st_i[s, ST_QHEAD]
-    k.st_i[s, ST_QHEAD] = (head + 1) % cap
-    return k.queue[s, head]
+    cap, n = queue.shape[1], st_i[s, ST_QLEN]
+    st_i[s, ST_QLEN] = n - 1
+    if st_i[s, ST_LIFO] == 1 or n > st_f[s, STF_LIFO_OVER]:
+        return queue[s, (st_i[s, ST_QHEAD] + n - 1) % cap]
+    head = st_i[s, ST_QHEAD]
+    st_i[s, ST_QHEAD] = (head + 1) % cap
+    return queue[s, head]
 
 
 @compiled
 def lane_push(k, c, a):
+    """Attempt `a` joins client c's timeout lane (deadlines in send order)."""
     cap = k.lane_id.shape[1]
     i = (k.lane_head[c] + k.lane_len[c]) % cap
     k.lane_id[c, i] = a
@@ -262,18 +247,19 @@ def lane_push(k, c, a):
 
 
 @compiled
-def lane_drop_head(k, c):
-    k.lane_head[c] = (k.lane_head[c] + 1) % k.lane_id.shape[1]
-    k.lane_len[c] -= 1
+def lane_drop_head(lane_head, lane_len, cap, c):
+    lane_head[c] = (lane_head[c] + 1) % cap
+    lane_len[c] -= 1
 
 
 @compiled
-def lane_next_deadline(k, c):
-    """The deadline of the client's next live attempt (settled ones are dropped on the way)."""
-    while k.lane_len[c] > 0:
-        i = k.lane_head[c]
-        a = k.lane_id[c, i]
-        if k.att_i[a, A_SERIAL] == k.lane_serial[c, i] and k.att_i[a, A_STATE] == LIVE:
-            return k.lane_t[c, i]
-        lane_drop_head(k, c)
+def lane_next_deadline(lane_id, lane_serial, lane_t, lane_head, lane_len, att_i, c):
+    """The deadline of client c's next live attempt (settled ones are dropped on the way)."""
+    cap = lane_id.shape[1]
+    while lane_len[c] > 0:
+        i = lane_head[c]
+        a = lane_id[c, i]
+        if att_i[a, A_SERIAL] == lane_serial[c, i] and att_i[a, A_STATE] == LIVE:
+            return lane_t[c, i]
+        lane_drop_head(lane_head, lane_len, cap, c)
     return math.inf
