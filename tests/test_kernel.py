@@ -192,10 +192,10 @@ throttle_window = "30s"
 """
 
 
-def _fingerprint(text: str) -> str:
+def _fingerprint(text: str, overrides: dict | None = None) -> str:
     """sha256 of summary.json (wall times aside) and timeseries.csv of a kernel run."""
     with kernel_engine():
-        result = sim.simulate(parse_scenario(text))
+        result = sim.simulate(parse_scenario(text, overrides=overrides))
     summary = dict(result.summary)
     for key in ("wall_time_s", "simulated_per_s"):
         summary.pop(key, None)
@@ -214,15 +214,18 @@ _CHILD = """
 import sys
 sys.path.insert(0, {tests!r})
 import test_kernel
-print(test_kernel._fingerprint(sys.stdin.read()))
+import json
+job = json.loads(sys.stdin.read())
+print(test_kernel._fingerprint(job["text"], job["overrides"]))
 """
 
 
-def _fingerprint_in_child(text: str, jit: str) -> str:
+def _fingerprint_in_child(job: str, jit: str) -> str:
+    """_fingerprint in a fresh interpreter with OUTAGE_SIM_JIT=jit (the job as JSON)."""
     env = {**os.environ, "OUTAGE_SIM_JIT": jit}
     done = subprocess.run(
         [sys.executable, "-c", _CHILD.format(tests=str(REPO / "tests"))],
-        input=text,
+        input=job,
         capture_output=True,
         text=True,
         env=env,
@@ -237,10 +240,21 @@ def _fingerprint_in_child(text: str, jit: str) -> str:
     not kernel_jit.JIT and os.environ.get("OUTAGE_SIM_JIT") != "0",
     reason="numba is not importable",
 )
-def test_compiled_and_plain_runs_are_identical() -> None:
-    """The compiled kernel and the same code as plain Python give byte-identical outputs."""
-    text = BUSY_TEXT.replace('duration = "20min"', 'duration = "12min"')
-    assert _fingerprint_in_child(text, "1") == _fingerprint_in_child(text, "0")
+@pytest.mark.parametrize(
+    ("name", "overrides"),
+    [
+        ("busy", {"scenario.duration": "12min"}),
+        ("retry-storm.toml", {"scenario.duration": "4min", "faults.0.at": "1min"}),
+        ("retry-storm-budget.toml", {"scenario.duration": "4min", "faults.0.at": "1min"}),
+    ],
+)
+def test_compiled_and_plain_runs_are_identical(name: str, overrides: dict) -> None:
+    """The compiled kernel and the same code as plain Python give byte-identical
+    summary.json (wall time aside) and timeseries.csv, on scenarios with timeouts, retries
+    and controls."""
+    text = BUSY_TEXT if name == "busy" else (REPO / "scenarios" / name).read_text()
+    job = json.dumps({"text": text, "overrides": overrides})
+    assert _fingerprint_in_child(job, "1") == _fingerprint_in_child(job, "0")
 
 
 # -- pieces ----------------------------------------------------------------------------------

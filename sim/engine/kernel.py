@@ -25,7 +25,7 @@ from sim.engine.kernel_clients import (
     throttle_accept,
     throttled,
 )
-from sim.engine.kernel_jit import compiled
+from sim.engine.kernel_jit import compiled, compiled_inline
 from sim.engine.kernel_state import (
     A_BACKOFF_S,
     A_CLIENT,
@@ -107,7 +107,7 @@ SOURCE_HEAP, SOURCE_LANE, SOURCE_ARRIVAL = range(3)
 
 
 # -- an attempt reaches its station --------------------------------------------------------
-@compiled
+@compiled_inline
 def send(k, a, now):
     """Attempt `a` leaves its client: throttled, failed fast, started, queued or rejected."""
     c = k.att_i[a, A_CLIENT]
@@ -140,7 +140,7 @@ def send(k, a, now):
         lane_push(k, c, a)
 
 
-@compiled
+@compiled_inline
 def reject(k, s, a, now):
     """The station refuses attempt `a` at once (error, full queue, shed): the client may retry."""
     k.counts[s, C_REJECTED, k.si[SI_BIN]] += 1
@@ -148,7 +148,7 @@ def reject(k, s, a, now):
     free_attempt(k.att_i, k.si, a)
 
 
-@compiled
+@compiled_inline
 def start(k, s, a, now):
     """A server takes attempt `a`; its completion goes on the heap."""
     k.st_i[s, ST_BUSY] += 1
@@ -156,7 +156,7 @@ def start(k, s, a, now):
     heap_push(k.heap_t, k.heap_i, k.si, now + service_s, EV_COMPLETE, a)
 
 
-@compiled
+@compiled_inline
 def retry_or_fail(k, a, now):
     """Attempt `a` failed its client: schedule a retry after backoff, or fail the request."""
     c = k.att_i[a, A_CLIENT]
@@ -176,7 +176,7 @@ def retry_or_fail(k, a, now):
 
 
 # -- events --------------------------------------------------------------------------------
-@compiled
+@compiled_inline
 def on_arrival(k, c, now):
     """A fresh request: counted in the current bin, sent as its first attempt."""
     s = int(k.cl_f[c, CL_STATION])
@@ -186,7 +186,7 @@ def on_arrival(k, c, now):
     send(k, a, now)
 
 
-@compiled
+@compiled_inline
 def on_retry(k, a, now):
     """A retry wakes from its backoff sleep and is sent."""
     c = k.att_i[a, A_CLIENT]
@@ -194,7 +194,7 @@ def on_retry(k, a, now):
     send(k, a, now)
 
 
-@compiled
+@compiled_inline
 def on_complete(k, a, now):
     """A server finishes attempt `a`: a success if its client still waits; the server frees."""
     c = k.att_i[a, A_CLIENT]
@@ -215,7 +215,7 @@ def on_complete(k, a, now):
     free_attempt(k.att_i, k.si, a)
 
 
-@compiled
+@compiled_inline
 def on_timeout(k, c, now):
     """Client c's oldest live attempt times out; the work stays where it is (GONE)."""
     a = k.lane_id[c, k.lane_head[c]]
@@ -226,7 +226,7 @@ def on_timeout(k, c, now):
     retry_or_fail(k, a, now)
 
 
-@compiled
+@compiled_inline
 def start_queued(k, s, now):
     """A free server at station s takes the next queued attempt, or skips or sheds it."""
     touch(k.st_i, k.st_f, s, now)
@@ -279,7 +279,7 @@ def station_to_serve(st_i):
     return -1
 
 
-@compiled
+@compiled_inline
 def next_event(k):
     """(time, source, index) of the next event: the heap, a client's lane, or an arrival."""
     t, source, index = math.inf, SOURCE_HEAP, 0

@@ -70,3 +70,9 @@ if caching is not None and hasattr(caching, "InTreeCacheLocator"):
 def compiled(function):
     """`function` compiled by numba (cached on disk), or unchanged when the JIT is off."""
     return numba.njit(cache=CACHE, _nrt=False)(function) if JIT else function
+
+
+def compiled_inline(function):
+    """Like `compiled`, and inlined into its callers by numba (for an event handler called
+    with the whole state: a call passes each of the state's arrays field by field)."""
+    return numba.njit(cache=CACHE, _nrt=False, inline="always")(function) if JIT else function
