@@ -64,6 +64,7 @@ def _simulate(text: str, engine: str) -> dict:
     """sim.simulate on scenario text with the named DES engine."""
     import sim
     import sim.engine.des
+    import sim.run
     from sim.engine.des_kernel import KernelEngine
     from sim.scenario import parse_scenario
 

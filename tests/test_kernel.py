@@ -24,11 +24,14 @@ from conftest import REPO, assert_within, queue_text, t_quantile
 
 import sim
 import sim.engine.des
+import sim.engine.des_kernel
 import sim.run
+import sim.workload
 from sim import theory
 from sim.engine import kernel_clients, kernel_jit, kernel_store
 from sim.engine import kernel_state as ks
 from sim.engine.des_kernel import KernelEngine
+from sim.metrics import Recorder
 from sim.report import summary_json, timeseries_csv
 from sim.scenario import parse_scenario
 
@@ -313,3 +316,41 @@ def test_summary_counts_add_up() -> None:
     assert ok + failed <= fresh
     assert ok == pytest.approx(result.summary["requests"]["succeeded"])
     assert json.loads(summary_json(result.summary))["requests"]["throttled"] > 0
+
+
+def test_heap_growth_keeps_order() -> None:
+    """A heap grown while full keeps returning events in time order."""
+    state = ks.new_state(1, 1, 1, 1.0)
+    times = np.random.default_rng(4).random(2 * len(state.heap_t))
+    half = len(state.heap_t)
+    for item, t in enumerate(times[:half]):
+        kernel_store.heap_push(state.heap_t, state.heap_i, state.si, t, 0, item)
+    state = ks.grow_heap(state)
+    for item, t in enumerate(times[half:], start=half):
+        kernel_store.heap_push(state.heap_t, state.heap_i, state.si, t, 0, item)
+    popped = [int(kernel_store.heap_pop(state.heap_t, state.heap_i, state.si)[1]) for _ in times]
+    assert popped == list(np.argsort(times, kind="stable"))
+
+
+def test_ctrl_c_stops_with_the_time_reached(monkeypatch) -> None:
+    """Ctrl-C during a run sets `interrupted` and returns the simulated time reached, with
+    the Recorder's bins closed up to it."""
+    text = queue_text(rate_rps=5.0, servers=2, mean_s=0.3, duration_s=4000.0, bin_s=100.0)
+    scenario = parse_scenario(text)
+    demand = sim.workload.Demand(scenario)
+    recorder = Recorder(40, 100.0)
+    engine = KernelEngine(scenario, demand, recorder)
+    clock = iter(range(10**6))
+    monkeypatch.setattr(sim.engine.des_kernel.time, "monotonic", lambda: float(next(clock)))
+    calls = []
+
+    def progress(share: float) -> None:
+        calls.append(share)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+
+    end_s = engine.run(progress)
+    assert engine.interrupted
+    assert 0 < end_s < 4000.0
+    assert recorder.closed_bins == math.ceil(end_s / 100.0)
+    assert sum(recorder.fresh) > 0

@@ -56,6 +56,8 @@ from sim.engine.kernel_state import (
     R_SERVICE,
     R_THROTTLE,
     RAND0,
+    SF_BIN_S,
+    SF_NEXT_EDGE,
     SF_NOW,
     SI_ARRIVAL_I,
     SI_ARRIVAL_N,
@@ -332,8 +334,9 @@ class KernelEngine:
 
     def _finish(self, end_s: float) -> None:
         k = self.k
-        if k.si[SI_CLOSED] < k.si[SI_N_BINS]:
-            close_bin(k, end_s)
+        bin_start_s = k.sf[SF_NEXT_EDGE] - k.sf[SF_BIN_S]
+        if k.si[SI_CLOSED] < k.si[SI_N_BINS] and end_s > bin_start_s:
+            close_bin(k, end_s)  # the last, partial bin (an interrupted run's too)
         self._sync()
 
     def simulated_events(self) -> int:
