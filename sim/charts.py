@@ -428,11 +428,16 @@ def draw_latency(ax, summary: dict, ts: Timeseries, axis: _Axis) -> None:
     if "server_latency_p99" in ts.columns:
         server_p99 = "server time in system: p99\n(abandoned work included)"
         series += [
-            ("server_latency_p50", GREY, ":", 2.0, "server time in system: p50"),
-            ("server_latency_p99", GREY, "-.", 2.0, server_p99),
+            ("server_latency_p50", GREY, ":", 1.6, "server time in system: p50"),
+            ("server_latency_p99", GREY, "-.", 1.6, server_p99),
         ]
     for column, colour, style, width, label in series:
-        ax.step(x, _steps(ts, column), where="post", color=colour, ls=style, lw=width, label=label)
+        # The server's view goes beneath, so it never hides what clients saw.
+        behind = column.startswith("server_")
+        ax.step(x, _steps(ts, column), where="post", color=colour, ls=style, lw=width,
+                label=label, zorder=1.5 if behind else 2.5,
+                alpha=0.7 if behind else 1.0)  # fmt: skip
+    _mark_no_success(ax, ts, x)
     _draw_band(ax, summary, ts, x, "latency_p99")
     slo_p99 = (summary.get("slo") or {}).get("latency_p99_s")
     timeout = ((summary.get("parameters") or {}).get("client") or {}).get("timeout_s")
@@ -463,6 +468,20 @@ def draw_latency(ax, summary: dict, ts: Timeseries, axis: _Axis) -> None:
     ax.set_ylabel("latency")
     ax.grid(alpha=0.3, which="major")
     _legend(ax)
+
+
+def _mark_no_success(ax, ts: Timeseries, x) -> None:
+    """A strip along the top where requests arrived but none succeeded: no client latency
+    exists there, and a gap in the lines alone reads like missing data."""
+    fresh = np.asarray(ts["fresh"], dtype=float)
+    none = (fresh > 0) & ~np.isfinite(np.asarray(ts["latency_p50"], dtype=float))
+    if not none.any():
+        return
+    starts = np.flatnonzero(none & ~np.concatenate([[False], none[:-1]]))
+    ends = np.flatnonzero(none & ~np.concatenate([none[1:], [False]])) + 1
+    for k, (a, b) in enumerate(zip(starts, ends, strict=True)):
+        ax.axvspan(x[a], x[b], ymin=0.95, ymax=1.0, color=VERMILLION, lw=0, zorder=3,
+                   label="no request succeeded" if k == 0 else None)  # fmt: skip
 
 
 def draw_outcomes(ax, summary: dict, ts: Timeseries, axis: _Axis) -> None:
