@@ -1,4 +1,5 @@
-"""Demand: the fresh-request rate λ(t) of a scenario, and an arrival sampler for it.
+"""Workload: the fresh-request rate λ(t) of a scenario, an arrival sampler for it, and the
+service-time draws of its pool (one definition for both engines and the theory module).
 
 λ(t) comes from a constant rate with surges and a daily cycle, and from a user population:
 downloads per day (constant, with surges, or replayed from a CSV) make new users, whose sign-up
@@ -13,12 +14,13 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Callable
 from datetime import timedelta
 
 import numpy as np
 
 from sim.errors import ScenarioError
-from sim.scenario import MAX_RATE_RPS, Scenario, Surge
+from sim.scenario import MAX_RATE_RPS, Scenario, ServiceTime, Surge
 from sim.units import parse_timestamp
 
 DAY_S = 86400.0
@@ -296,3 +298,23 @@ class ArrivalSampler:
             if len(times):
                 return times.tolist()
         return None
+
+
+def service_time_draw(
+    time_spec: ServiceTime, rng: np.random.Generator
+) -> Callable[[int], np.ndarray]:
+    """A function n -> n service times (seconds) of the given distribution."""
+    mean = time_spec.mean_s
+    if time_spec.dist == "exponential":
+        return lambda n: rng.exponential(mean, n)
+    if time_spec.dist == "deterministic":
+        return lambda n: np.full(n, mean)
+    if time_spec.dist == "lognormal":
+        sigma2 = math.log1p(time_spec.cv**2)
+        mu = math.log(mean) - sigma2 / 2
+        return lambda n: rng.lognormal(mu, math.sqrt(sigma2), n)
+    if time_spec.dist == "gamma":
+        shape = 1.0 / time_spec.cv**2
+        return lambda n: rng.gamma(shape, mean / shape, n)
+    samples = np.asarray(time_spec.samples, dtype=float)
+    return lambda n: rng.choice(samples, n)

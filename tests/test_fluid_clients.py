@@ -15,7 +15,8 @@ from conftest import mean_interval
 from scipy import stats
 
 import sim
-from sim.engine.fluid import backoff_means, slot_length
+from sim.engine.clients import backoff_means
+from sim.engine.fluid import slot_length
 from sim.scenario import Backoff, parse_scenario
 
 # ------------------------------------------------------------------ item 8: backoff means

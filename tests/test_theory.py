@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sim import theory
-from sim.engine.des import service_time_draw
 from sim.scenario_model import ServiceTime
+from sim.workload import service_time_draw
 
 # ---------------------------------------------------------------- worked examples (μ = 1)
 

@@ -33,8 +33,8 @@ from simpy.events import NORMAL, Event
 
 from sim.engine.controls import start_controls
 from sim.metrics import Recorder
-from sim.scenario import Scenario, ServiceTime
-from sim.workload import ArrivalSampler, Demand
+from sim.scenario import Scenario
+from sim.workload import ArrivalSampler, Demand, service_time_draw
 
 T, DEADLINE, TRIES, STATE, BACKOFF, FRESH_BIN, FIRST_T = range(7)
 LIVE, GONE, DONE = 0, 1, 2
@@ -72,26 +72,6 @@ class _Blocks:
         except StopIteration:
             self._next = iter(self._draw(BLOCK).tolist()).__next__
             return self._next()
-
-
-def service_time_draw(
-    time_spec: ServiceTime, rng: np.random.Generator
-) -> Callable[[int], np.ndarray]:
-    """A function n -> n service times (seconds) of the given distribution."""
-    mean = time_spec.mean_s
-    if time_spec.dist == "exponential":
-        return lambda n: rng.exponential(mean, n)
-    if time_spec.dist == "deterministic":
-        return lambda n: np.full(n, mean)
-    if time_spec.dist == "lognormal":
-        sigma2 = math.log1p(time_spec.cv**2)
-        mu = math.log(mean) - sigma2 / 2
-        return lambda n: rng.lognormal(mu, math.sqrt(sigma2), n)
-    if time_spec.dist == "gamma":
-        shape = 1.0 / time_spec.cv**2
-        return lambda n: rng.gamma(shape, mean / shape, n)
-    samples = np.asarray(time_spec.samples, dtype=float)
-    return lambda n: rng.choice(samples, n)
 
 
 class DesEngine:

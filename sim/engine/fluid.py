@@ -59,6 +59,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from sim.engine.clients import RETRY_BUDGET_BURST, THROTTLE_SLOTS, backoff_means, p_reject
 from sim.engine.controls import (
     Autoscaler,
     DailyPlanner,
@@ -66,10 +67,9 @@ from sim.engine.controls import (
     fault_label,
     planned_changes,
 )
-from sim.engine.des import RETRY_BUDGET_BURST, THROTTLE_SLOTS, service_time_draw
 from sim.metrics import Recorder, bucket_counts, bucket_index
-from sim.scenario import Backoff, Scenario, ServiceTime
-from sim.workload import Demand
+from sim.scenario import Scenario, ServiceTime
+from sim.workload import Demand, service_time_draw
 
 MAX_DT_S = 2.0  # the longest slot (a timeout asks for shorter ones)
 SLOTS_PER_TIMEOUT = 6  # slots per client timeout (the age resolution of cohorts)
@@ -79,7 +79,6 @@ EDGE_TOL = 1e-9  # in slots: a bin edge this close to a slot edge is that slot e
 MAX_QUIET_SLOTS = 512  # slots in one quiet step (bounds its arrays)
 MAX_RING_SLOTS = 1 << 18  # longest delay a retry, timeout or completion can be scheduled
 CHUNK_SLOTS = 1 << 16  # demand is evaluated this many slots at a time
-DECORRELATED_SAMPLES = 1 << 18  # stratified sample behind the decorrelated backoff means
 
 
 def service_quantiles(spec: ServiceTime) -> tuple[np.ndarray, np.ndarray]:
@@ -114,52 +113,6 @@ def slot_length(timeout_s: float) -> float:
     timeout_s = max(timeout_s, MIN_DT_S)
     whole = max(SLOTS_PER_TIMEOUT, math.ceil(timeout_s / MAX_DT_S - 0.5))
     return timeout_s / (whole + 0.5)
-
-
-def _capped_uniform_mean(low: float, high: np.ndarray, cap: float) -> np.ndarray:
-    """E[min(cap, U(low, high))] for each `high` >= `low`, in closed form."""
-    high = np.asarray(high, dtype=float)
-    width = high - low
-    top = np.clip(cap, low, high)  # where [low, high] stops being below the cap
-    with np.errstate(invalid="ignore", divide="ignore"):
-        inside = ((top**2 - low**2) / 2 + top * (high - top)) / width
-    return np.where(width > 0, inside, np.minimum(cap, high))
-
-
-def _decorrelated_means(base: float, cap: float, retries: int) -> np.ndarray:
-    """Mean delays of decorrelated jitter: sleep = min(cap, U(base, 3·sleep)), sleep₀ = base.
-
-    Each mean is the closed-form E[min(cap, U(base, 3s))] averaged over a sample of the
-    previous sleep s; the sample is carried forward with stratified uniforms in a fixed random
-    order (the same numbers every run; error about 10⁻⁴ of the mean).
-    """
-    if cap <= base:
-        return np.full(retries, float(cap))
-    order = np.random.default_rng(0)
-    n = DECORRELATED_SAMPLES
-    sleep = np.full(n, float(base))
-    means = []
-    for _ in range(retries):
-        high = np.maximum(base, 3 * sleep)
-        means.append(float(_capped_uniform_mean(base, high, cap).mean()))
-        u = (order.permutation(n) + 0.5) / n
-        sleep = np.minimum(cap, base + u * (high - base))
-    return np.asarray(means)
-
-
-def backoff_means(spec: Backoff | None, retries: int) -> np.ndarray:
-    """Mean delay (seconds) before the retry that follows a failed attempt with k tries before.
-
-    none: min(cap, base·multiplier^k); full: half of it (uniform below it); equal: three
-    quarters (half fixed, half uniform); decorrelated: the mean of the AWS definition, whose
-    first delay is uniform in [base, 3·base] (mean 2·base when the cap is above 3·base).
-    """
-    if spec is None or retries == 0:
-        return np.zeros(retries)
-    if spec.jitter == "decorrelated":
-        return _decorrelated_means(spec.base, spec.cap, retries)
-    tops = np.minimum(spec.cap, spec.base * spec.multiplier ** np.arange(retries, dtype=float))
-    return tops * {"full": 0.5, "equal": 0.75}.get(spec.jitter, 1.0)
 
 
 class FluidEngine:
@@ -650,7 +603,7 @@ class FluidEngine:
 
     def _p_reject(self, requests: float, accepts: float) -> float:
         """The SRE book's client-side rejection probability; its "+ 1" is one real request."""
-        return max(0.0, (requests - self.throttle_k * accepts) / (requests + self.throttle_one))
+        return p_reject(requests, accepts, self.throttle_k, self.throttle_one)
 
     def _throttle(self, t_s: float, row: np.ndarray) -> np.ndarray:
         """Client-side adaptive throttling on expected counts (the DES's window of slots)."""
