@@ -131,6 +131,12 @@ def _value(value: Any) -> str:
 
 
 # -- the files ---------------------------------------------------------------------------------
+def _command() -> list[str]:
+    """The command as typed, with the program by its name, not the path of the machine that
+    ran it (a committed report must not carry one machine's folders)."""
+    return [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv else []
+
+
 def provenance(scenario, summary: dict | None = None, started_at: datetime | None = None) -> dict:
     """The provenance.json dict of a run of `scenario` (with its summary, when there is one)."""
     import numpy
@@ -148,9 +154,8 @@ def provenance(scenario, summary: dict | None = None, started_at: datetime | Non
         "engine": meta.engine,
         "scale": meta.scale,
         "interrupted": bool(summary.get("interrupted", False)),
-        "command": list(sys.argv),
-        "command_line": shlex.join(sys.argv),
-        "cwd": os.getcwd(),
+        "command": _command(),
+        "command_line": shlex.join(_command()),
         "started_at": started_at.astimezone(UTC).isoformat() if started_at else None,
         "python": platform.python_version(),
         "numpy": numpy.__version__,
