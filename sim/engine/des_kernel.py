@@ -112,8 +112,11 @@ REFILL_BELOW = RAND0 // 4
 TICK_REQUESTS = 500_000
 
 
-def _add_histograms(add: Callable, bins: np.ndarray, latencies_s: np.ndarray) -> None:
-    """Call `add(b, counts, sum_s, max_s)` for each bin b holding some of the latencies."""
+Histogram = tuple[int, np.ndarray, float, float]  # (bin, counts on HIST_EDGES, sum_s, max_s)
+
+
+def _histograms(bins: np.ndarray, latencies_s: np.ndarray) -> list[Histogram]:
+    """The latencies bucketed per bin (one pass, no sort), bins ascending."""
     low = int(bins.min())
     rel = bins - low
     n_bins = int(rel.max()) + 1
@@ -124,8 +127,10 @@ def _add_histograms(add: Callable, bins: np.ndarray, latencies_s: np.ndarray) ->
     maxes = np.full(n_bins, -math.inf)
     np.maximum.at(maxes, rel, latencies_s)
     counts = flat.reshape(n_bins, HIST_BUCKETS)
-    for r in np.flatnonzero(maxes > -math.inf).tolist():
-        add(low + r, counts[r], float(sums[r]), float(maxes[r]))
+    return [
+        (low + r, counts[r], float(sums[r]), float(maxes[r]))
+        for r in np.flatnonzero(maxes > -math.inf).tolist()
+    ]
 
 
 class KernelEngine:
@@ -234,28 +239,39 @@ class KernelEngine:
         if max(k.si[SI_LAT_CLIENT_N], k.si[SI_LAT_SERVER_N]) > k.lat_v.shape[1] // 2:
             self._flush_latencies()
 
-    def _flush_latencies(self) -> None:
-        """Hand the latency records to the Recorder, bucketed per bin here (one pass, no sort)."""
-        k, recorder = self.k, self.recorder
-        for row, index, add in (
-            (LAT_SERVER, SI_LAT_SERVER_N, recorder.add_server_histogram),
-            (LAT_CLIENT, SI_LAT_CLIENT_N, recorder.add_client_histogram),
-        ):
+    def _take_latencies(self) -> tuple[list[Histogram], list[Histogram]]:
+        """The buffered latency records as per-bin histograms (server, client), buffers emptied."""
+        k, out = self.k, []
+        for row, index in ((LAT_SERVER, SI_LAT_SERVER_N), (LAT_CLIENT, SI_LAT_CLIENT_N)):
             n = k.si[index]
-            if n:
-                _add_histograms(add, k.lat_b[row, :n], k.lat_v[row, :n])
-                k.si[index] = 0
+            out.append(_histograms(k.lat_b[row, :n], k.lat_v[row, :n]) if n else [])
+            k.si[index] = 0
+        return out[0], out[1]
+
+    def _flush_latencies(self) -> None:
+        """Hand every buffered latency to the Recorder (the kernel's buffer is half full)."""
+        server, client = self._take_latencies()
+        for histogram in server:
+            self.recorder.add_server_histogram(*histogram)
+        for histogram in client:
+            self.recorder.add_client_histogram(*histogram)
 
     def _sync(self) -> None:
-        """Copy into the Recorder what changed since the last copy, closed bins in order."""
+        """Copy into the Recorder what changed since the last copy and close the bins the
+        kernel closed, in order; each bin's latencies arrive just before its close, so the
+        Recorder holds open histograms only for bins whose requests are still in flight."""
         k, recorder = self.k, self.recorder
         low, high = k.si[SI_DIRTY_LO], k.si[SI_BIN] + 1
         for j, name in enumerate(COUNTER_NAMES):
             getattr(recorder, name)[low:high] = k.counts[ENTRY, j, low:high].tolist()
         k.si[SI_DIRTY_LO] = k.si[SI_BIN]
-        self._flush_latencies()
+        server, client = self._take_latencies()
         areas, snaps = k.areas[ENTRY], k.snaps[ENTRY]
         for b in range(recorder.closed_bins, k.si[SI_CLOSED]):
+            while server and server[0][0] <= b:
+                recorder.add_server_histogram(*server.pop(0))
+            while client and client[0][0] <= b:
+                recorder.add_client_histogram(*client.pop(0))
             recorder.busy_area[b] = float(areas[AR_BUSY, b])
             recorder.queue_area[b] = float(areas[AR_QUEUE, b])
             recorder.server_area[b] = float(areas[AR_SERVERS, b])
@@ -263,6 +279,10 @@ class KernelEngine:
             recorder.close_bin(
                 b, int(snaps[SN_QUEUE, b]), int(snaps[SN_BUSY, b]), int(snaps[SN_SERVERS, b])
             )
+        for histogram in server:
+            recorder.add_server_histogram(*histogram)
+        for histogram in client:
+            recorder.add_client_histogram(*histogram)
         recorder.started = int(k.st_i[ENTRY, ST_STARTED])
         recorder.waited = int(k.st_i[ENTRY, ST_WAITED])
         recorder.wait_sum = float(k.st_f[ENTRY, STF_WAIT_SUM])
