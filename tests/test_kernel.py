@@ -354,3 +354,25 @@ def test_ctrl_c_stops_with_the_time_reached(monkeypatch) -> None:
     assert 0 < end_s < 4000.0
     assert recorder.closed_bins == math.ceil(end_s / 100.0)
     assert sum(recorder.fresh) > 0
+
+
+def test_run_reaches_a_duration_that_ticks_do_not_divide(monkeypatch) -> None:
+    """A run ends at its duration even when `ticks · duration / ticks` rounds below it (the
+    clock once waited forever in zero-length steps there)."""
+    duration_s = 111.2111111111111  # (10 · d) / 10 != d in floating point
+    assert (10 * duration_s) / 10 != duration_s
+    text = queue_text(rate_rps=2.0, servers=2, mean_s=0.5, duration_s=duration_s)
+    scenario = parse_scenario(text)
+    engine = KernelEngine(scenario, sim.workload.Demand(scenario), Recorder(10, duration_s / 10))
+    steps = 0
+    step = engine.env.step
+
+    def counted() -> None:
+        nonlocal steps
+        steps += 1
+        assert steps < 10_000, "the SimPy clock stopped advancing"
+        step()
+
+    monkeypatch.setattr(engine.env, "step", counted)
+    assert engine.run() == duration_s
+    assert engine.k.sf[ks.SF_NOW] == duration_s
