@@ -102,7 +102,7 @@ from sim.engine.kernel_state import (
 )
 from sim.engine.kernel_store import close_bin, touch
 from sim.metrics import HIST_BUCKETS, Recorder, bucket_index
-from sim.scenario import Scenario
+from sim.scenario import Client, Scenario, Service
 from sim.workload import ArrivalSampler, Demand
 
 ENTRY = 0  # the station (and client) of today's single pool: a graph of one
@@ -158,8 +158,8 @@ class KernelEngine:
         self.planned = self.scaled(service.servers)
         self.fault_factor = 1.0
         self.error_base = service.error_rate
-        self._configure_station(scenario)
-        self._configure_client(scenario)
+        self._configure_station(ENTRY, service, self.planned)
+        self._configure_client(ENTRY, scenario.client, ENTRY)
         for stream in self.draws:
             self._refill(stream)
 
@@ -167,9 +167,10 @@ class KernelEngine:
         """Simulated servers standing for `real_servers` at this run's scale."""
         return max(0, round(real_servers / self.scale)) if real_servers else 0
 
-    def _configure_station(self, scenario: Scenario) -> None:
-        service, st_i, st_f = scenario.service, self.k.st_i[ENTRY], self.k.st_f[ENTRY]
-        st_i[ST_SERVERS] = self.planned
+    def _configure_station(self, s: int, service: Service, servers: int) -> None:
+        """Row s of the station arrays from a `[service]`-shaped spec (a tier, later)."""
+        st_i, st_f = self.k.st_i[s], self.k.st_f[s]
+        st_i[ST_SERVERS] = servers
         st_i[ST_LIFO] = service.discipline == "lifo"
         st_i[ST_DROP_EXPIRED] = service.drop_expired
         st_f[STF_QUEUE_LIMIT] = service.queue_limit / self.scale if service.queue_limit > 0 else 0
@@ -179,9 +180,11 @@ class KernelEngine:
             st_f[STF_SOJOURN_S] = service.sojourn_limit
         st_f[STF_ERROR_RATE] = service.error_rate
 
-    def _configure_client(self, scenario: Scenario) -> None:
-        client, cl = scenario.client, self.k.cl_f[ENTRY]
-        cl[CL_STATION] = ENTRY
+    def _configure_client(self, c: int, client: Client | None, station: int) -> None:
+        """Row c of the client arrays: `client`'s policy towards `station` (None: one try, no
+        timeout). A service graph adds one row per call edge."""
+        cl = self.k.cl_f[c]
+        cl[CL_STATION] = station
         cl[CL_SCALE] = self.scale
         cl[CL_TIMEOUT_S] = client.timeout if client and client.timeout else math.inf
         cl[CL_SLOT_S] = 1.0
