@@ -28,7 +28,7 @@ import sim.engine.des_kernel
 import sim.run
 import sim.workload
 from sim import theory
-from sim.engine import kernel_clients, kernel_jit, kernel_store
+from sim.engine import clients, kernel_clients, kernel_jit, kernel_store
 from sim.engine import kernel_state as ks
 from sim.engine.des_kernel import KernelEngine
 from sim.metrics import Recorder
@@ -295,7 +295,7 @@ def test_queue_growth_keeps_order() -> None:
 def test_decorrelated_jitter_spreads_the_first_retry() -> None:
     """Decorrelated jitter puts the first retry anywhere in [base, 3·base], not at base."""
     state = ks.new_state(1, 1, 1, 1.0)
-    state.cl_f[0, ks.CL_JITTER] = ks.JITTER_DECORRELATED
+    state.cl_f[0, ks.CL_JITTER] = clients.JITTER_DECORRELATED
     state.cl_f[0, ks.CL_BASE_S], state.cl_f[0, ks.CL_CAP_S] = 0.2, 10.0
     state.rand[ks.R_JITTER] = np.random.default_rng(5).random(state.rand.shape[1])
     state.rand_n[ks.R_JITTER] = state.rand.shape[1]

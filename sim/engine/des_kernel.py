@@ -23,8 +23,8 @@ from collections.abc import Callable
 import numpy as np
 import simpy
 
+from sim.engine.clients import JITTER_CODES, RETRY_BUDGET_BURST, THROTTLE_SLOTS
 from sim.engine.controls import start_controls
-from sim.engine.des import RETRY_BUDGET_BURST, service_time_draw
 from sim.engine.kernel import REACHED, advance
 from sim.engine.kernel_state import (
     AR_BUSY,
@@ -48,7 +48,6 @@ from sim.engine.kernel_state import (
     CL_TIMEOUT_S,
     CL_TOKENS,
     COUNTER_NAMES,
-    JITTER_CODES,
     LAT_CLIENT,
     LAT_SERVER,
     R_ERRORS,
@@ -90,7 +89,6 @@ from sim.engine.kernel_state import (
     STF_SLOWDOWN,
     STF_SOJOURN_S,
     STF_WAIT_SUM,
-    THROTTLE_SLOTS,
     KernelState,
     grow_attempts,
     grow_heap,
@@ -103,7 +101,7 @@ from sim.engine.kernel_state import (
 from sim.engine.kernel_store import close_bin, touch
 from sim.metrics import HIST_BUCKETS, Recorder, bucket_index
 from sim.scenario import Client, Scenario, Service
-from sim.workload import ArrivalSampler, Demand
+from sim.workload import ArrivalSampler, Demand, service_time_draw
 
 ENTRY = 0  # the station (and client) of today's single pool: a graph of one
 # Refill a random block once it is down to a quarter; grow an array once it is three-quarters

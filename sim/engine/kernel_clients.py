@@ -1,5 +1,8 @@
 """Client policy in the kernel: backoff and jitter, the retry budget, adaptive throttling.
 
+The rules themselves (the backoff formula, P_reject, the bucket's size) live in
+`sim/engine/clients.py`, shared with the fluid engine; here is the kernel's state around them.
+
 A client is a caller's policy towards one station (today: the end user's towards the service).
 Its parameters and state are a row of `cl_f`; every quantity that a real client counts (budget
 tokens, the throttle's requests and accepts) is kept in real units, so at `scale` s one
@@ -10,8 +13,8 @@ The budget and throttle functions assume the client has them (`CL_HAS_BUDGET`,
 
 from __future__ import annotations
 
-import math
-
+from sim.engine import clients
+from sim.engine.clients import JITTER_NONE, THROTTLE_SLOTS
 from sim.engine.kernel_jit import compiled
 from sim.engine.kernel_state import (
     CL_BASE_S,
@@ -26,35 +29,27 @@ from sim.engine.kernel_state import (
     CL_SLOT_S,
     CL_THROTTLE_K,
     CL_TOKENS,
-    JITTER_DECORRELATED,
-    JITTER_EQUAL,
-    JITTER_FULL,
     R_JITTER,
     R_THROTTLE,
-    THROTTLE_SLOTS,
 )
 from sim.engine.kernel_store import draw
 
 
 @compiled
 def backoff_delay(k, c, tries, previous_s):
-    """Sleep before retry number `tries + 1`; `previous_s` is the last sleep (base at first).
-
-    Decorrelated jitter (AWS Architecture Blog, "Exponential Backoff And Jitter"): uniform in
-    [base, 3 · previous], capped, so the first retry already lies in [base, 3 · base].
-    """
-    base, cap = k.cl_f[c, CL_BASE_S], k.cl_f[c, CL_CAP_S]
-    jitter = k.cl_f[c, CL_JITTER]
-    if jitter == JITTER_DECORRELATED:
-        high = 3.0 * max(base, previous_s)
-        return min(cap, base + draw(k.rand, k.rand_pos, R_JITTER) * (high - base))
-    # math.pow of floats: the same libm call compiled and in Python (integer powers differ).
-    delay = min(cap, base * math.pow(k.cl_f[c, CL_MULTIPLIER], float(tries)))
-    if jitter == JITTER_FULL:
-        return draw(k.rand, k.rand_pos, R_JITTER) * delay
-    if jitter == JITTER_EQUAL:
-        return delay / 2.0 + draw(k.rand, k.rand_pos, R_JITTER) * delay / 2.0
-    return delay
+    """Sleep before retry number `tries + 1` by `clients.backoff_delay` (the rule both engines
+    share), with a draw from the jitter stream when the jitter kind needs one."""
+    jitter = int(k.cl_f[c, CL_JITTER])
+    u = draw(k.rand, k.rand_pos, R_JITTER) if jitter != JITTER_NONE else 0.0
+    return clients.backoff_delay(
+        jitter,
+        k.cl_f[c, CL_BASE_S],
+        k.cl_f[c, CL_CAP_S],
+        k.cl_f[c, CL_MULTIPLIER],
+        tries,
+        previous_s,
+        u,
+    )
 
 
 @compiled
@@ -99,8 +94,9 @@ def throttled(k, c, now):
     requests = k.th_req[c].sum() * scale
     accepts = k.th_acc[c].sum() * scale
     k.th_req[c, index] += 1.0
-    p_reject = max(0.0, (requests - k.cl_f[c, CL_THROTTLE_K] * accepts) / (requests + 1.0))
-    return p_reject > 0.0 and draw(k.rand, k.rand_pos, R_THROTTLE) < p_reject
+    # Counts are real requests, so `one` real request is 1.0.
+    p = clients.p_reject(requests, accepts, k.cl_f[c, CL_THROTTLE_K], 1.0)
+    return p > 0.0 and draw(k.rand, k.rand_pos, R_THROTTLE) < p
 
 
 @compiled

@@ -31,6 +31,7 @@ HERE = Path(__file__).resolve().parent
 KERNEL_SOURCES = tuple(
     HERE / name
     for name in (
+        "clients.py",
         "kernel_jit.py",
         "kernel_state.py",
         "kernel_store.py",

@@ -30,6 +30,8 @@ from collections import namedtuple
 
 import numpy as np
 
+from sim.engine.clients import THROTTLE_SLOTS
+
 # -- scalars -------------------------------------------------------------------------------
 SI_BIN, SI_N_BINS, SI_CLOSED, SI_HEAP_N, SI_SEQ, SI_FREE, SI_FREE_N, SI_SERIAL = range(8)
 SI_ARRIVAL_I, SI_ARRIVAL_N, SI_ARRIVALS_DONE, SI_EVENTS, SI_DIRTY_LO = range(8, 13)
@@ -78,9 +80,6 @@ N_STF = 12
     CL_SCALE,
 ) = range(17)
 N_CL = 17
-JITTER_NONE, JITTER_FULL, JITTER_EQUAL, JITTER_DECORRELATED = range(4)
-JITTER_CODES = {"none": 0, "full": 1, "equal": 2, "decorrelated": 3}
-THROTTLE_SLOTS = 10
 
 # -- attempts ------------------------------------------------------------------------------
 A_SENT_T, A_FIRST_T, A_DEADLINE_T, A_BACKOFF_S = range(4)
