@@ -1,4 +1,5 @@
-"""Yardsticks for the outage-sim engine: the same M/M/c queue in SimPy, Ciw and plain heapq.
+"""Yardsticks for the outage-sim engine: the same M/M/c queue in SimPy, Ciw and plain heapq, and
+a retry storm in idiomatic SimPy.
 
 DESIGN calls for "benchmarks against plain SimPy and peers". This module supplies the
 comparison points: three independent reference implementations of an M/M/c queue (Poisson
@@ -34,6 +35,15 @@ Every runner follows the same rules, so the numbers are comparable:
   gathering the waits afterwards is not timed. ``customers_per_s`` is
   ``customers / wall_s``.
 
+The retry storm (``run_simpy_retry_storm``, used by ``bench_retry_storm.py``) is the same
+clients and server as an outage-sim scenario with timeouts, retries with full jitter, a
+finite queue and a capacity cut, written as SimPy teaches: a process per request (the
+client) and one per attempt (the server's side, ``with pool.request() as req``), the
+client's timeout as ``yield done | env.timeout(timeout)``, the backoff as ``env.timeout``,
+and the fault as a process that takes servers with requests of higher priority on a
+``simpy.PriorityResource`` (so, as in outage-sim, work in service finishes and no queued work
+starts until busy servers fall below the reduced pool).
+
 Run ``python benchmarks/baselines.py --customers 200000 --servers 10 --load 0.9 --seed 1``
 to print a table, including each wait's deviation from Erlang C.
 """
@@ -48,6 +58,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Generator
+from dataclasses import dataclass
 from typing import Any
 
 import ciw
@@ -200,6 +211,108 @@ def run_heapq(
     wall_s = time.perf_counter() - start
 
     return _result("heapq", customers, wall_s, waits[:customers])
+
+
+@dataclass(frozen=True)
+class RetryStorm:
+    """The retry-storm case: one pool, one FIFO queue, clients that time out and retry."""
+
+    arrival_rps: float
+    servers: int
+    service_mean_s: float  # exponential service
+    queue_limit: int  # waiting room; an attempt that finds it full is rejected at once
+    timeout_s: float  # from each attempt's send; the server still does abandoned work
+    retries: int
+    backoff_base_s: float  # full jitter: U(0, 1) * min(cap, base * multiplier**tries)
+    backoff_cap_s: float
+    backoff_multiplier: float
+    fault_at_s: float
+    fault_duration_s: float
+    fault_capacity_factor: float  # servers fall to round(servers * factor) during the fault
+    duration_s: float
+
+
+def run_simpy_retry_storm(case: RetryStorm, seed: int) -> Result:
+    """The retry storm in idiomatic SimPy; counts as in outage-sim's summary (attempts sent,
+    fresh requests arrived before the end, successes among them)."""
+    rng = random.Random(seed)
+    counts = dict.fromkeys(
+        ("fresh", "attempts", "retries", "succeeded", "timed_out", "rejected", "failed"), 0
+    )
+    job_priority, fault_priority = 1, 0  # the fault's hold on servers goes ahead of every job
+    queued = 0  # attempts waiting for a server (the fault's pending holds not among them)
+
+    def attempt(
+        env: simpy.Environment, pool: simpy.PriorityResource, done: simpy.Event
+    ) -> Generator[simpy.Event, Any, None]:
+        # The server's side: it answers even when the client has gone.
+        nonlocal queued
+        queued += 1
+        with pool.request(priority=job_priority) as req:
+            yield req
+            queued -= 1
+            yield env.timeout(rng.expovariate(1.0 / case.service_mean_s))
+        done.succeed()
+
+    def client(
+        env: simpy.Environment, pool: simpy.PriorityResource
+    ) -> Generator[simpy.Event, Any, None]:
+        counts["fresh"] += 1
+        for tries in range(case.retries + 1):
+            counts["attempts"] += 1
+            if pool.count >= pool.capacity and queued >= case.queue_limit:
+                counts["rejected"] += 1
+            else:
+                done = env.event()
+                env.process(attempt(env, pool, done))
+                answer = yield done | env.timeout(case.timeout_s)
+                if done in answer:
+                    counts["succeeded"] += 1
+                    return
+                counts["timed_out"] += 1
+            if tries < case.retries:
+                top_s = min(
+                    case.backoff_cap_s, case.backoff_base_s * case.backoff_multiplier**tries
+                )
+                yield env.timeout(rng.random() * top_s)
+                counts["retries"] += 1
+        counts["failed"] += 1
+
+    def source(
+        env: simpy.Environment, pool: simpy.PriorityResource
+    ) -> Generator[simpy.Event, Any, None]:
+        while True:
+            yield env.timeout(rng.expovariate(case.arrival_rps))
+            env.process(client(env, pool))
+
+    def fault(
+        env: simpy.Environment, pool: simpy.PriorityResource
+    ) -> Generator[simpy.Event, Any, None]:
+        yield env.timeout(case.fault_at_s)
+        taken = case.servers - round(case.servers * case.fault_capacity_factor)
+        holds = [pool.request(priority=fault_priority) for _ in range(taken)]
+        yield env.timeout(case.fault_duration_s)
+        for hold in holds:
+            if hold.triggered:
+                pool.release(hold)
+            else:
+                hold.cancel()
+
+    start = time.perf_counter()
+    env = simpy.Environment()
+    pool = simpy.PriorityResource(env, capacity=case.servers)
+    env.process(source(env, pool))
+    env.process(fault(env, pool))
+    env.run(until=case.duration_s)
+    wall_s = time.perf_counter() - start
+    fresh = counts["fresh"]
+    return {
+        "name": "simpy_idiomatic",
+        **counts,
+        "wall_s": wall_s,
+        "amplification": counts["attempts"] / fresh,
+        "success_ratio": counts["succeeded"] / fresh,
+    }
 
 
 RUNNERS: dict[str, Callable[[float, float, int, int, int], Result]] = {
