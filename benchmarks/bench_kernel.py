@@ -5,7 +5,7 @@ Each run is a fresh Python process; the engines take turns in every repeat (the 
 rotates, so a burst of load on the shared machine hits all of them) and the median of the
 repeats is reported, with the ratios the issue asks for:
 
-* ``kernel``: ``sim.simulate`` on the scenario with ``KernelEngine`` (Recorder on, outages
+* ``kernel``: ``sim.simulate`` on the scenario with ``DesEngine`` (Recorder on, outages
   analysed, summary built): what a user pays per run once numba's cache is warm. The worker
   first runs a one-second scenario so that loading the compiled code from the cache is not
   timed; that start-up is measured on its own (below).
@@ -67,13 +67,13 @@ def _simulate(text: str, engine: str) -> dict:
     import sim
     import sim.engine.des
     import sim.run
-    from sim.engine.des_kernel import KernelEngine
+    from sim.engine.des import DesEngine
     from sim.scenario import parse_scenario
 
     if engine == "kernel":
-        sim.engine.des.DesEngine = KernelEngine
+        sim.engine.des.DesEngine = DesEngine
         if hasattr(sim.run, "DesEngine"):
-            sim.run.DesEngine = KernelEngine
+            sim.run.DesEngine = DesEngine
     return sim.simulate(parse_scenario(text)).summary
 
 

@@ -70,11 +70,11 @@ def _use_kernel() -> None:
     """Run "des" on the compiled kernel, before and after sim.run is wired to it."""
     import sim.engine.des
     import sim.run
-    from sim.engine.des_kernel import KernelEngine
+    from sim.engine.des import DesEngine
 
-    sim.engine.des.DesEngine = KernelEngine
+    sim.engine.des.DesEngine = DesEngine
     if hasattr(sim.run, "DesEngine"):
-        sim.run.DesEngine = KernelEngine
+        sim.run.DesEngine = DesEngine
 
 
 def worker(kind: str, argument: str, overrides: dict) -> dict:

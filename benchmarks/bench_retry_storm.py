@@ -8,7 +8,7 @@ out, the servers still do the work of clients that left, the queue fills and rej
 retries hold the offered load near 4x the fresh demand after the fault has gone.
 
 * ``kernel``: ``sim.simulate`` on that scenario with the DES on the compiled kernel
-  (``KernelEngine``; Recorder, outage analysis and summary included). The worker first runs
+  (``DesEngine``; Recorder, outage analysis and summary included). The worker first runs
   a one-minute version so that imports and loading numba's cache are not timed.
 * ``simpy_idiomatic``: ``baselines.run_simpy_retry_storm``, the same clients and server as
   SimPy teaches them (a process per request and per attempt, ``PriorityResource``, the
@@ -78,11 +78,11 @@ def _use_kernel() -> None:
     """Run "des" on the compiled kernel, before and after sim.run is wired to it."""
     import sim.engine.des
     import sim.run
-    from sim.engine.des_kernel import KernelEngine
+    from sim.engine.des import DesEngine
 
-    sim.engine.des.DesEngine = KernelEngine
+    sim.engine.des.DesEngine = DesEngine
     if hasattr(sim.run, "DesEngine"):
-        sim.run.DesEngine = KernelEngine
+        sim.run.DesEngine = DesEngine
 
 
 def storm_case(text: str):

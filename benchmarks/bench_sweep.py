@@ -7,7 +7,7 @@ obtained), the speed-up and the load average before and after, since other proce
 cores too. The goal is a speed-up of at least 1.6 on an otherwise idle two-core machine. The
 two runs' rows must be identical.
 
-The DES runs on the compiled kernel (`KernelEngine`): the pool's processes are spawned, and a
+The DES runs on the compiled kernel (`DesEngine`): the pool's processes are spawned, and a
 spawned process runs this file again as `__mp_main__`, so the swap at the top of the module
 reaches every worker. Each worker pays numba's cached start-up (loading the compiled kernel)
 once; it is measured on its own first, in a fresh process: importing sim and a first
@@ -31,16 +31,16 @@ start_s = time.perf_counter()
 
 import sim.engine.des  # noqa: E402 - the start-up measurement times these imports
 import sim.run  # noqa: E402
-from sim.engine.des_kernel import KernelEngine  # noqa: E402
+from sim.engine.des import DesEngine  # noqa: E402
 from sim.scenario import load_scenario  # noqa: E402
 from sim.sweep import sweep  # noqa: E402
 
 import_s = time.perf_counter() - start_s
 # Every spawned worker runs this module as __mp_main__, so it runs "des" on the kernel too
 # (before and after sim.run is wired to it).
-sim.engine.des.DesEngine = KernelEngine
+sim.engine.des.DesEngine = DesEngine
 if hasattr(sim.run, "DesEngine"):
-    sim.run.DesEngine = KernelEngine
+    sim.run.DesEngine = DesEngine
 
 REPO = Path(__file__).resolve().parent.parent
 POINTS = list(range(10, 18))  # 8 values of service.servers

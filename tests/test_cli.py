@@ -310,18 +310,18 @@ def test_interrupted_run_writes_what_it_has_and_exits_130(
     write_scenario, tmp_path: Path, monkeypatch
 ) -> None:
     """Ctrl-C during a run: the partial report is written, marked interrupted, exit 130."""
-    import simpy
+    from sim.engine import des
 
-    real_run = simpy.Environment.run
+    real_advance = des.advance
     calls = {"n": 0}
 
-    def run_then_interrupt(self, until=None):
+    def advance_then_interrupt(k, until_s):
         calls["n"] += 1
-        if calls["n"] == 50:
+        if calls["n"] == 5:  # the run takes at least 10 ticks
             raise KeyboardInterrupt
-        return real_run(self, until)
+        return real_advance(k, until_s)
 
-    monkeypatch.setattr(simpy.Environment, "run", run_then_interrupt)
+    monkeypatch.setattr(des, "advance", advance_then_interrupt)
     out = tmp_path / "o"
     result = _invoke("run", write_scenario(GOOD), "--out", out, "--no-charts", "-q")
     assert result.exit_code == 130

@@ -12,7 +12,6 @@ from conftest import REPO
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim.engine import des
 from sim.metrics import (
     COUNTERS,
     HIST_EDGES,
@@ -248,20 +247,21 @@ def test_to_pandas_has_every_column() -> None:
 
 
 def test_engine_keeps_the_latency_buffer_bounded_within_a_bin(monkeypatch) -> None:
-    """A run of one long bin hands latencies to the Recorder in pieces of about
-    des.FLUSH_REQUESTS, never holding a whole bin's worth, and loses none."""
+    """A run of one long bin hands latencies to the Recorder whenever the kernel's buffer of
+    latency records is half full: the buffer never grows past its size, and none is lost."""
     import sim
+    from sim.engine import kernel_state
     from sim.scenario import parse_scenario
 
-    monkeypatch.setattr(des, "FLUSH_REQUESTS", 250)
-    sizes: list[int] = []
-    add = Recorder.add_server_latencies
+    monkeypatch.setattr(kernel_state, "LAT0", 512)
+    masses: list[float] = []
+    add = Recorder.add_server_histogram
 
-    def watched(self, bins, latencies_s, weights=None):
-        sizes.append(len(latencies_s))
-        add(self, bins, latencies_s, weights)
+    def watched(self, b, counts, latency_sum_s, max_s):
+        masses.append(float(np.sum(counts)))
+        add(self, b, counts, latency_sum_s, max_s)
 
-    monkeypatch.setattr(Recorder, "add_server_latencies", watched)
+    monkeypatch.setattr(Recorder, "add_server_histogram", watched)
     text = """\
 [scenario]
 name = "one-bin"
@@ -277,9 +277,10 @@ time = { dist = "exponential", mean = 1 }
 """
     result = sim.simulate(parse_scenario(text))
     succeeded = result.summary["requests"]["succeeded"]
-    assert succeeded > 300 * 250
-    assert sum(sizes) == succeeded  # every completion reached the histogram
-    assert max(sizes) <= 1.4 * 250  # 250 expected a chunk (Poisson sd 16): 6 sd of room
+    assert succeeded > 100 * 512
+    assert sum(masses) == succeeded  # every completion reached the histogram
+    assert len(masses) > 100  # handed over in many pieces, not once at the bin's end
+    assert max(masses) <= 512  # never more than the buffer holds
 
 
 def test_engine_holds_client_histograms_only_for_bins_still_in_flight(monkeypatch) -> None:
