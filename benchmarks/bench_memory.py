@@ -66,23 +66,11 @@ retries = 2
 """
 
 
-def _use_kernel() -> None:
-    """Run "des" on the compiled kernel, before and after sim.run is wired to it."""
-    import sim.engine.des
-    import sim.run
-    from sim.engine.des import DesEngine
-
-    sim.engine.des.DesEngine = DesEngine
-    if hasattr(sim.run, "DesEngine"):
-        sim.run.DesEngine = DesEngine
-
-
 def worker(kind: str, argument: str, overrides: dict) -> dict:
     """One measured run in this process (the subprocess side)."""
     import sim
-    from sim.scenario import load_scenario, parse_scenario
-
-    _use_kernel()
+    import sim.run  # noqa: F401 - the engines and numba load before "peak before"
+    from sim.model.scenario import load_scenario, parse_scenario
 
     if kind == "requests":
         scenario = parse_scenario(load_text(int(argument)), overrides=overrides)

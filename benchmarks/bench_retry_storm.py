@@ -7,9 +7,9 @@ for 60 s at t = 10 min; 30 simulated minutes. Requests queue during the fault, c
 out, the servers still do the work of clients that left, the queue fills and rejects, and
 retries hold the offered load near 4x the fresh demand after the fault has gone.
 
-* ``kernel``: ``sim.simulate`` on that scenario with the DES on the compiled kernel
-  (``DesEngine``; Recorder, outage analysis and summary included). The worker first runs
-  a one-minute version so that imports and loading numba's cache are not timed.
+* ``kernel``: ``sim.simulate`` on that scenario with the DES (the compiled request kernel
+  under SimPy; Recorder, outage analysis and summary included). The worker first runs a
+  one-minute version so that imports and loading numba's cache are not timed.
 * ``simpy_idiomatic``: ``baselines.run_simpy_retry_storm``, the same clients and server as
   SimPy teaches them (a process per request and per attempt, ``PriorityResource``, the
   timeout as ``done | env.timeout``), its parameters read from the same parsed scenario.
@@ -74,23 +74,12 @@ backoff = {{ base = "100ms", cap = "1s", jitter = "full" }}
 """
 
 
-def _use_kernel() -> None:
-    """Run "des" on the compiled kernel, before and after sim.run is wired to it."""
-    import sim.engine.des
-    import sim.run
-    from sim.engine.des import DesEngine
-
-    sim.engine.des.DesEngine = DesEngine
-    if hasattr(sim.run, "DesEngine"):
-        sim.run.DesEngine = DesEngine
-
-
 def storm_case(text: str):
     """The SimPy model's parameters, read from the parsed scenario so both run one case."""
     sys.path.insert(0, str(HERE))
     import baselines
 
-    from sim.scenario import parse_scenario
+    from sim.model.scenario import parse_scenario
 
     scenario = parse_scenario(text)
     service, client, (fault,) = scenario.service, scenario.client, scenario.faults
@@ -117,12 +106,12 @@ def run_one(model: str, duration: str, seed: int) -> dict:
     text = scenario_text(duration, seed)
     if model == "kernel":
         import sim
-        from sim.scenario import parse_scenario
+        from sim.model.scenario import parse_scenario
 
-        _use_kernel()
         sim.simulate(parse_scenario(scenario_text("1min", seed)))  # imports, numba's cache
+        scenario = parse_scenario(text)
         start = time.perf_counter()
-        summary = sim.simulate(parse_scenario(text)).summary
+        summary = sim.simulate(scenario).summary
         wall_s = time.perf_counter() - start
         counts = summary["requests"]
         return {

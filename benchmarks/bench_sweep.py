@@ -7,11 +7,10 @@ obtained), the speed-up and the load average before and after, since other proce
 cores too. The goal is a speed-up of at least 1.6 on an otherwise idle two-core machine. The
 two runs' rows must be identical.
 
-The DES runs on the compiled kernel (`DesEngine`): the pool's processes are spawned, and a
-spawned process runs this file again as `__mp_main__`, so the swap at the top of the module
-reaches every worker. Each worker pays numba's cached start-up (loading the compiled kernel)
-once; it is measured on its own first, in a fresh process: importing sim and a first
-one-minute run, against a second one-minute run in the same process.
+The DES is the compiled request kernel: each spawned worker pays numba's cached start-up
+(loading the compiled kernel) once; it is measured on its own first, in a fresh process:
+importing sim and a first one-minute run, against a second one-minute run in the same
+process.
 
     python benchmarks/bench_sweep.py [--duration 2d] [--reps 2] [--scenario scenarios/mmc.toml]
 """
@@ -29,18 +28,11 @@ from pathlib import Path
 
 start_s = time.perf_counter()
 
-import sim.engine.des  # noqa: E402 - the start-up measurement times these imports
-import sim.run  # noqa: E402
-from sim.engine.des import DesEngine  # noqa: E402
-from sim.scenario import load_scenario  # noqa: E402
-from sim.sweep import sweep  # noqa: E402
+import sim.run  # noqa: E402 - the start-up measurement times these imports
+from sim.experiments.sweep import sweep  # noqa: E402
+from sim.model.scenario import load_scenario  # noqa: E402
 
 import_s = time.perf_counter() - start_s
-# Every spawned worker runs this module as __mp_main__, so it runs "des" on the kernel too
-# (before and after sim.run is wired to it).
-sim.engine.des.DesEngine = DesEngine
-if hasattr(sim.run, "DesEngine"):
-    sim.run.DesEngine = DesEngine
 
 REPO = Path(__file__).resolve().parent.parent
 POINTS = list(range(10, 18))  # 8 values of service.servers
