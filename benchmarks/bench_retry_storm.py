@@ -38,9 +38,12 @@ import sys
 import time
 from pathlib import Path
 
+import baselines  # this folder is on sys.path when the file runs as a script
 from scipy import stats
 
-HERE = Path(__file__).resolve().parent
+import sim
+from sim.model.scenario import parse_scenario
+
 MODELS = ("kernel", "simpy_idiomatic")
 FIGURES = ("amplification", "success_ratio")
 
@@ -74,13 +77,8 @@ backoff = {{ base = "100ms", cap = "1s", jitter = "full" }}
 """
 
 
-def storm_case(text: str):
+def storm_case(text: str) -> baselines.RetryStorm:
     """The SimPy model's parameters, read from the parsed scenario so both run one case."""
-    sys.path.insert(0, str(HERE))
-    import baselines
-
-    from sim.model.scenario import parse_scenario
-
     scenario = parse_scenario(text)
     service, client, (fault,) = scenario.service, scenario.client, scenario.faults
     assert service.time.dist == "exponential" and client.backoff.jitter == "full"
@@ -105,9 +103,6 @@ def run_one(model: str, duration: str, seed: int) -> dict:
     """One timed run in this process (the worker side)."""
     text = scenario_text(duration, seed)
     if model == "kernel":
-        import sim
-        from sim.model.scenario import parse_scenario
-
         sim.simulate(parse_scenario(scenario_text("1min", seed)))  # imports, numba's cache
         scenario = parse_scenario(text)
         start = time.perf_counter()
@@ -124,10 +119,7 @@ def run_one(model: str, duration: str, seed: int) -> dict:
             "success_ratio": summary["success_ratio"],
             "metastable": summary["metastable"],
         }
-    case = storm_case(text)
-    import baselines
-
-    return baselines.run_simpy_retry_storm(case, seed)
+    return baselines.run_simpy_retry_storm(storm_case(text), seed)
 
 
 def spawn(args: list[str]) -> dict:
