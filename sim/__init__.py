@@ -16,11 +16,11 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "OutageSimError": "sim.errors",
     "ScenarioError": "sim.errors",
-    "write_report": "sim.report",
+    "write_report": "sim.report.writer",
     "Result": "sim.run",
     "simulate": "sim.run",
-    "Scenario": "sim.scenario",
-    "load_scenario": "sim.scenario",
+    "Scenario": "sim.model.scenario",
+    "load_scenario": "sim.model.scenario",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

@@ -59,7 +59,7 @@ def _guard(debug: bool):
 
 
 def _overrides(assignments: tuple[str, ...]) -> dict:
-    from sim.scenario import parse_override
+    from sim.model.scenario import parse_override
 
     return dict(parse_override(a) for a in assignments)
 
@@ -67,7 +67,7 @@ def _overrides(assignments: tuple[str, ...]) -> dict:
 def _load(
     file: str, assignments: tuple[str, ...], seed: int | None = None, engine: str | None = None
 ):
-    from sim.scenario import load_scenario
+    from sim.model.scenario import load_scenario
 
     overrides = _overrides(assignments)
     if seed is not None:
@@ -121,10 +121,10 @@ def run(file, out_dir, assignments, seed, engine, force, no_charts, quiet, debug
     """Simulate FILE and write its report (summary.json, timeseries.csv, charts)."""
     _terminate_as_interrupt()
     with _guard(debug):
-        from sim.report import write_report
+        from sim.analysis.warnings import scenario_warnings
+        from sim.model.workload import Demand
+        from sim.report.writer import write_report
         from sim.run import check_size, simulate
-        from sim.scenario_warnings import scenario_warnings
-        from sim.workload import Demand
 
         scenario = _load(file, assignments, seed, engine)
         demand = Demand(scenario)
@@ -136,7 +136,7 @@ def run(file, out_dir, assignments, seed, engine, force, no_charts, quiet, debug
             click.echo(f"outage-sim: warning: {warning}", err=True)
         started_at = datetime.now(UTC)
         if reps > 1:
-            from sim.sweep import describe_replications, replicate, write_bands
+            from sim.experiments.sweep import describe_replications, replicate, write_bands
 
             result = replicate(scenario, reps, progress=False if quiet else None)
         else:
@@ -197,7 +197,7 @@ def _progress_bar(quiet: bool):
 
 
 def _headline(summary: dict, out: Path) -> str:
-    from sim.units import format_duration
+    from sim.model.units import format_duration
 
     requests = summary["requests"]
     lines = [
@@ -234,10 +234,10 @@ def _headline(summary: dict, out: Path) -> str:
 def check(file, assignments, debug) -> None:
     """Validate FILE without running it; print what a run would simulate."""
     with _guard(debug):
-        from sim.expectations import describe_theory, scenario_theory
+        from sim.analysis.expectations import describe_theory, scenario_theory
+        from sim.analysis.warnings import scenario_warnings
+        from sim.model.workload import Demand
         from sim.run import check_size, estimate_requests
-        from sim.scenario_warnings import scenario_warnings
-        from sim.workload import Demand
 
         scenario = _load(file, assignments)
         demand = Demand(scenario)
@@ -259,14 +259,14 @@ def check(file, assignments, debug) -> None:
 @cli.command()
 def schema() -> None:
     """Print the JSON Schema of scenario files."""
-    from sim.scenario import json_schema
+    from sim.model.scenario import json_schema
 
     click.echo(json.dumps(json_schema(), indent=2))
 
 
 def _grid(ctx, param, assignments: tuple[str, ...]) -> dict:
     """--grid KEY=V1,V2,... (repeatable) -> {key: [values]}, in the order given."""
-    from sim.sweep import parse_grid
+    from sim.experiments.sweep import parse_grid
 
     grid = {}
     for assignment in assignments:
@@ -331,8 +331,8 @@ def sweep_command(
     """Run FILE at every point of a grid, REPS times each; write results.csv (one row per
     run), aggregate.csv (mean and 95% CI per point) and sweep.png."""
     with _guard(debug):
-        from sim.scenario import load_scenario
-        from sim.sweep import aggregate, sweep, sweep_table
+        from sim.experiments.sweep import aggregate, sweep, sweep_table
+        from sim.model.scenario import load_scenario
 
         overrides = _overrides(assignments)
         name = load_scenario(file, overrides=overrides).scenario.name
@@ -394,8 +394,8 @@ def plan_command(
     """Find the least value of PARAM in [LO, HI] whose runs meet the SLO (no outage) with
     CONFIDENCE, by bisection; write plan.json, print KEY = VALUE."""
     with _guard(debug):
-        from sim.plan import describe, plan
-        from sim.scenario import load_scenario
+        from sim.experiments.plan import describe, plan
+        from sim.model.scenario import load_scenario
 
         overrides = _overrides(assignments)
         name = load_scenario(file, overrides=overrides).scenario.name
@@ -423,7 +423,7 @@ def report_command(run_dir, debug) -> None:
     """Redraw the charts, report.html and report.md of the run in DIR from its summary.json
     and timeseries.csv, without simulating again."""
     with _guard(debug):
-        from sim.report import render_report
+        from sim.report.writer import render_report
 
         written = render_report(run_dir)
         click.echo(f"{run_dir}/: {', '.join(Path(p).name for p in written)}")
@@ -443,7 +443,7 @@ def compare_command(dir_a, dir_b, out_dir, debug) -> None:
     """Compare two runs (before and after a mitigation, two capacities): overlaid charts and
     a table of differences in compare.html and compare.md."""
     with _guard(debug):
-        from sim.report import write_comparison
+        from sim.report.writer import write_comparison
 
         a, b = Path(dir_a), Path(dir_b)
         name = f"compare-{a.resolve().name}-vs-{b.resolve().name}"

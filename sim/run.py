@@ -13,16 +13,18 @@ from typing import Any
 import numpy as np
 
 from sim import __version__
+from sim.analysis.expectations import compare_with_run, scenario_theory
+from sim.analysis.metrics import Recorder, Timeseries
+from sim.analysis.outages import analyse_outages
+from sim.analysis.warnings import scenario_warnings
+from sim.engine.des import DesEngine
+from sim.engine.fluid import FluidEngine
 from sim.errors import RunTooLargeError
-from sim.expectations import compare_with_run, scenario_theory
-from sim.metrics import Recorder, Timeseries
-from sim.outages import analyse_outages
-from sim.parameters import scenario_parameters, scenario_slo
-from sim.scenario import Scenario, scaled_counts, working_scales
-from sim.scenario_model import MAX_SCALE
-from sim.scenario_warnings import scenario_warnings
-from sim.units import format_duration
-from sim.workload import Demand
+from sim.model.fields import MAX_SCALE
+from sim.model.parameters import scenario_parameters, scenario_slo
+from sim.model.scenario import Scenario, scaled_counts, working_scales
+from sim.model.units import format_duration
+from sim.model.workload import Demand
 
 MAX_SIMULATED_REQUESTS = 50_000_000
 
@@ -97,12 +99,8 @@ def simulate(
     n_bins = max(1, math.ceil(meta.duration / meta.bin - 1e-9))
     recorder = Recorder(n_bins, meta.bin, meta.scale)
     if meta.engine == "fluid":
-        from sim.engine.fluid import FluidEngine
-
         engine = FluidEngine(scenario, demand, recorder)
     else:
-        from sim.engine.des import DesEngine
-
         engine = DesEngine(scenario, demand, recorder)
     end_s = engine.run(progress)
     mean_s = scenario.service.time.mean_s

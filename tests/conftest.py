@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import sim
-from sim.scenario import parse_scenario
-from sim.sweep import t_quantile  # exact Student t quantile (re-exported for the tests)
+from sim.experiments.sweep import t_quantile  # exact Student t quantile (re-exported for the tests)
+from sim.model.scenario import parse_scenario
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -13,9 +13,9 @@ from matplotlib.colors import to_rgba
 from matplotlib.lines import Line2D
 
 import sim
-from sim import charts
-from sim.metrics import Timeseries
-from sim.scenario import parse_scenario
+from sim.analysis.metrics import Timeseries
+from sim.model.scenario import parse_scenario
+from sim.report import charts
 
 SCENARIO = """\
 [scenario]

@@ -13,7 +13,8 @@ import pytest
 from click.testing import CliRunner
 from conftest import REPO
 
-from sim import __version__, theory
+from sim import __version__
+from sim.analysis import theory
 from sim.cli import cli
 
 GOOD = """\

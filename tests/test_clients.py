@@ -14,9 +14,9 @@ from conftest import REPO, mean_interval, t_quantile
 from scipy import stats
 
 import sim
-from sim import theory
-from sim.metrics import HIST_EDGES
-from sim.scenario import load_scenario, parse_scenario
+from sim.analysis import theory
+from sim.analysis.metrics import HIST_EDGES
+from sim.model.scenario import load_scenario, parse_scenario
 
 STORM = REPO / "scenarios" / "retry-storm.toml"
 BUCKET_RATIO = HIST_EDGES[1] / HIST_EDGES[0]

@@ -9,6 +9,7 @@ import pytest
 from conftest import REPO, queue_text
 
 import sim
+from sim.analysis.metrics import Recorder
 from sim.engine.controls import (
     Autoscaler,
     DailyPlanner,
@@ -16,9 +17,8 @@ from sim.engine.controls import (
     combine_faults,
     observed_peak_rps,
 )
-from sim.metrics import Recorder
-from sim.scenario import load_scenario, parse_scenario
-from sim.workload import DAY_S
+from sim.model.scenario import load_scenario, parse_scenario
+from sim.model.workload import DAY_S
 
 PLANNER_TEXT = """
 [scenario]

@@ -1,7 +1,8 @@
 """The DES engine judged by queueing theory, through the public API `sim.simulate`.
 
 Each statistical test runs independent replications (one seed each) and checks that the exact
-answer of `sim.theory` lies inside the 99.9% Student t interval of the replication means; it
+answer of `sim.analysis.theory` lies inside the 99.9% Student t interval of the replication
+means; it
 also checks the interval is narrow enough to have caught a real error. 99.9% rather than 99%
 because the file makes about sixty such comparisons: at 99% a mere change of the engine's
 random streams would fail one of them about half the time (at 99.9%, about one time in 16).
@@ -20,9 +21,10 @@ import pytest
 from conftest import assert_within, mean_interval, queue_text, replicate, t_quantile
 
 import sim
-from sim import theory
-from sim.report import summary_json, timeseries_csv
-from sim.scenario import parse_scenario
+from sim.analysis import theory
+from sim.io import summary_json
+from sim.model.scenario import parse_scenario
+from sim.report.writer import timeseries_csv
 
 SEEDS = range(1, 21)
 ARRIVALS_PER_REP = 10_000

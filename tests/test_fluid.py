@@ -1,6 +1,7 @@
 """The fluid engine: exact where fluid theory is exact, and in agreement with the DES.
 
-Mechanics are checked against `sim.theory` on deterministic cases (a fluid run has no noise,
+Mechanics are checked against `sim.analysis.theory` on deterministic cases (a fluid run has no
+noise,
 so the tolerances are those of its time grid: a slot or a bin). Agreement with the DES runs
 both engines on every shipped scenario and compares what an incident review reads: whether
 there is an outage, when it starts, how long the main one lasts, its peak queue and whether
@@ -19,12 +20,12 @@ from conftest import REPO
 from scipy import stats
 
 import sim
-from sim import theory
+from sim.analysis import theory
+from sim.analysis.metrics import Recorder
 from sim.engine.fluid import FluidEngine, service_quantiles, slot_length
-from sim.metrics import Recorder
+from sim.model.scenario import load_scenario, parse_scenario
+from sim.model.workload import Demand
 from sim.run import estimate_requests
-from sim.scenario import load_scenario, parse_scenario
-from sim.workload import Demand
 
 SCENARIOS = sorted((REPO / "scenarios").glob("*.toml"))
 # DES runs of shipped scenarios in this file stay below this many simulated requests (~10 s);

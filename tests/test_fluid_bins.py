@@ -12,10 +12,10 @@ import pytest
 
 import sim
 import sim.engine.fluid as fluid
+from sim.analysis.metrics import Recorder
 from sim.engine.fluid import FluidEngine, slot_length
-from sim.metrics import Recorder
-from sim.scenario import parse_scenario
-from sim.workload import Demand
+from sim.model.scenario import parse_scenario
+from sim.model.workload import Demand
 
 # The issue's case: 100 servers at 88/s, exp(1 s), 4 s timeout, 2 retries, 4 h.
 ISSUE_CASE = """\

@@ -17,7 +17,7 @@ from scipy import stats
 import sim
 from sim.engine.clients import backoff_means
 from sim.engine.fluid import slot_length
-from sim.scenario import Backoff, parse_scenario
+from sim.model.scenario import Backoff, parse_scenario
 
 # ------------------------------------------------------------------ item 8: backoff means
 

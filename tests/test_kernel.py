@@ -21,14 +21,15 @@ from conftest import REPO, queue_text
 
 import sim
 import sim.engine.des
+import sim.model.workload
 import sim.run
-import sim.workload
+from sim.analysis.metrics import Recorder
 from sim.engine import clients, kernel_clients, kernel_jit, kernel_store
 from sim.engine import kernel_state as ks
 from sim.engine.des import DesEngine
-from sim.metrics import Recorder
-from sim.report import summary_json, timeseries_csv
-from sim.scenario import parse_scenario
+from sim.io import summary_json
+from sim.model.scenario import parse_scenario
+from sim.report.writer import timeseries_csv
 
 SEEDS = range(1, 11)
 CONFIDENCE = 0.999
@@ -219,7 +220,7 @@ def test_ctrl_c_stops_with_the_time_reached(monkeypatch) -> None:
     the Recorder's bins closed up to it."""
     text = queue_text(rate_rps=5.0, servers=2, mean_s=0.3, duration_s=4000.0, bin_s=100.0)
     scenario = parse_scenario(text)
-    demand = sim.workload.Demand(scenario)
+    demand = sim.model.workload.Demand(scenario)
     recorder = Recorder(40, 100.0)
     engine = DesEngine(scenario, demand, recorder)
     clock = iter(range(10**6))
@@ -245,7 +246,7 @@ def test_run_reaches_a_duration_that_ticks_do_not_divide(monkeypatch) -> None:
     assert (10 * duration_s) / 10 != duration_s
     text = queue_text(rate_rps=2.0, servers=2, mean_s=0.5, duration_s=duration_s)
     scenario = parse_scenario(text)
-    engine = DesEngine(scenario, sim.workload.Demand(scenario), Recorder(10, duration_s / 10))
+    engine = DesEngine(scenario, sim.model.workload.Demand(scenario), Recorder(10, duration_s / 10))
     steps = 0
     step = engine.env.step
 

@@ -12,7 +12,7 @@ from conftest import REPO
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim.metrics import (
+from sim.analysis.metrics import (
     COUNTERS,
     HIST_EDGES,
     TIMESERIES_COLUMNS,
@@ -162,7 +162,7 @@ def test_client_bins_open_only_while_requests_are_in_flight() -> None:
 def test_weighted_latencies_and_histograms_agree() -> None:
     """Weighted latencies (fluid masses) give the same percentiles and mean as the same
     histogram added pre-bucketed, and as repeating each latency weight times."""
-    from sim.metrics import bucket_counts
+    from sim.analysis.metrics import bucket_counts
 
     values, weights = np.array([0.2, 1.0, 7.0]), np.array([50.0, 40.0, 10.0])
     by_weight, by_hist, repeated = (Recorder(n_bins=1, bin_s=1.0) for _ in range(3))
@@ -251,7 +251,7 @@ def test_engine_keeps_the_latency_buffer_bounded_within_a_bin(monkeypatch) -> No
     latency records is half full: the buffer never grows past its size, and none is lost."""
     import sim
     from sim.engine import kernel_state
-    from sim.scenario import parse_scenario
+    from sim.model.scenario import parse_scenario
 
     monkeypatch.setattr(kernel_state, "LAT0", 512)
     masses: list[float] = []
@@ -287,7 +287,7 @@ def test_engine_holds_client_histograms_only_for_bins_still_in_flight(monkeypatc
     """In a retry storm judged in 1 s bins, the DES never holds more open client histograms
     than a request's longest life spans: 4 tries · 1 s timeout + 3 backoffs ≤ 1 s = 7 bins."""
     import sim
-    from sim.scenario import load_scenario
+    from sim.model.scenario import load_scenario
 
     most_open: list[int] = []
     close = Recorder.close_bin

@@ -11,15 +11,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sim.metrics import Timeseries
-from sim.outages import (
+from sim.analysis.metrics import Timeseries
+from sim.analysis.outages import (
     analyse_outages,
     bin_verdicts,
     breached_bins,
     outage_windows,
     share_slower,
 )
-from sim.scenario import parse_scenario
+from sim.model.scenario import parse_scenario
 
 
 def _breach(pattern: str) -> np.ndarray:

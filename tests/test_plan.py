@@ -1,4 +1,4 @@
-"""Pin sim.plan: the monotone search, the confidence rule, and the answer theory gives."""
+"""Pin sim.experiments.plan: the monotone search, the confidence rule, the answer theory gives."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import pytest
 from click.testing import CliRunner
 from scipy.stats import binom
 
-from sim import plan as planner
+from sim.analysis.theory import erlang_b
 from sim.cli import cli
 from sim.errors import UsageError
-from sim.theory import erlang_b
+from sim.experiments import plan as planner
 
 # A loss system (no queue) with offered load A = 30/s x 0.1 s = 3 Erlang. With one SLO bin as
 # long as the run, a run has an outage exactly when its blocking share exceeds 1 - success_ratio,

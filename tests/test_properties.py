@@ -20,9 +20,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from sim.errors import ScenarioError
-from sim.report_provenance import toml_text
-from sim.scenario import load_scenario, parse_override, parse_scenario
-from sim.units import (
+from sim.model.scenario import load_scenario, parse_override, parse_scenario
+from sim.model.units import (
     DURATION_UNITS_S,
     MULTIPLIERS,
     RATE_PERIODS_S,
@@ -31,7 +30,8 @@ from sim.units import (
     parse_time_of_day,
     parse_timestamp,
 )
-from sim.workload import Demand
+from sim.model.workload import Demand
+from sim.report.provenance import toml_text
 
 PROPERTY = settings(
     max_examples=150,

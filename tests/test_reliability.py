@@ -21,12 +21,13 @@ from click.testing import CliRunner
 from conftest import REPO
 
 import sim
-import sim.charts
-import sim.report
-import sim.report_provenance
+import sim.io
+import sim.report.charts
+import sim.report.provenance
+import sim.report.writer
 from sim.cli import cli
-from sim.report import atomic_write
-from sim.scenario import MAX_RATE_RPS, load_scenario, parse_scenario
+from sim.io import atomic_write
+from sim.model.scenario import MAX_RATE_RPS, load_scenario, parse_scenario
 
 SMALL = """\
 [scenario]
@@ -218,7 +219,7 @@ def test_ctrl_c_while_drawing_charts_keeps_whole_files_and_exits_130(
 ) -> None:
     """Ctrl-C while the third chart is drawn: exit 130; data, provenance and the charts drawn
     before it are whole; the chart being drawn is absent, not half written; no temporaries."""
-    real_png = sim.charts.figure_png
+    real_png = sim.report.charts.figure_png
     drawn = []
 
     def png_then_interrupt(fig):
@@ -227,7 +228,7 @@ def test_ctrl_c_while_drawing_charts_keeps_whole_files_and_exits_130(
         drawn.append(True)
         return real_png(fig)
 
-    monkeypatch.setattr(sim.charts, "figure_png", png_then_interrupt)
+    monkeypatch.setattr(sim.report.charts, "figure_png", png_then_interrupt)
     out = tmp_path / "out"
     result = _invoke("run", write_scenario(SMALL), "--out", out, "-q")
     assert result.exit_code == 130
@@ -235,7 +236,7 @@ def test_ctrl_c_while_drawing_charts_keeps_whole_files_and_exits_130(
     assert (out / "timeseries.csv").read_text().count("\n") == 21
     assert load_scenario(out / "scenario.toml").scenario.name == "rel-small"
     written = sorted(p.name for p in out.glob("*.png"))
-    assert written == sorted(sim.charts.CHART_NAMES[:2])
+    assert written == sorted(sim.report.charts.CHART_NAMES[:2])
     for name in written:
         assert (out / name).read_bytes().startswith(b"\x89PNG")
     assert _temporaries(out) == []
@@ -258,9 +259,9 @@ def test_a_signal_during_a_write_leaves_the_file_whole(tmp_path: Path, monkeypat
         return real_replace(*args, **kwargs)
 
     if moment == "before the write":
-        monkeypatch.setattr(sim.report.os, "fdopen", fdopen_with_signal)
+        monkeypatch.setattr(sim.io.os, "fdopen", fdopen_with_signal)
     else:
-        monkeypatch.setattr(sim.report.os, "replace", replace_with_signal)
+        monkeypatch.setattr(sim.io.os, "replace", replace_with_signal)
     with pytest.raises(KeyboardInterrupt):
         atomic_write(target, new)
     assert target.read_text(encoding="utf-8") == new
@@ -275,7 +276,7 @@ def test_a_failed_write_keeps_the_old_file_and_no_temporary(tmp_path: Path, monk
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(sim.report.os, "replace", full_disk)
+    monkeypatch.setattr(sim.io.os, "replace", full_disk)
     with pytest.raises(OSError):
         atomic_write(target, "new")
     assert target.read_text(encoding="utf-8") == "old"
@@ -368,7 +369,7 @@ def test_a_csv_outside_the_folder_is_named_by_its_absolute_path(tmp_path: Path) 
     text = text.replace("data/signal_2021_downloads.csv", "../data/d.csv")
     (tmp_path / "s" / "x.toml").write_text(text, encoding="utf-8")
     scenario = load_scenario(tmp_path / "s" / "x.toml", overrides={"scenario.duration": "1d"})
-    sim.report_provenance.write_provenance(scenario, tmp_path / "out")
+    sim.report.provenance.write_provenance(scenario, tmp_path / "out")
     again = load_scenario(tmp_path / "out" / "scenario.toml")
     assert again.population.downloads_csv == str((tmp_path / "data" / "d.csv").resolve())
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [

@@ -19,15 +19,15 @@ from click.testing import CliRunner
 
 import sim
 from sim.cli import cli
-from sim.report import (
+from sim.model.scenario import parse_scenario
+from sim.report.pages import markdown_report
+from sim.report.writer import (
     read_run,
     read_timeseries,
     render_report,
     timeseries_csv,
     write_comparison,
 )
-from sim.report_pages import markdown_report
-from sim.scenario import parse_scenario
 
 STORM = """\
 [scenario]

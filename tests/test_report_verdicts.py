@@ -10,8 +10,8 @@ import copy
 
 import pytest
 
-from sim.report_pages import html_report, markdown_report
-from sim.report_text import headline, outage_rows, theory_facts
+from sim.report.pages import html_report, markdown_report
+from sim.report.text import headline, outage_rows, theory_facts
 
 OUTAGE = {
     "start_s": 600.0,

@@ -10,11 +10,11 @@ from conftest import REPO
 from scipy import stats
 
 import sim
+from sim.analysis.warnings import MATERIAL_P_WAIT, MATERIAL_WAIT_SHARE, scale_warnings
 from sim.errors import RunTooLargeError, ScenarioError
+from sim.model.scenario import load_scenario, parse_scenario, whole_scales, working_scales
+from sim.model.workload import Demand
 from sim.run import check_size
-from sim.scenario import load_scenario, parse_scenario, whole_scales, working_scales
-from sim.scenario_warnings import MATERIAL_P_WAIT, MATERIAL_WAIT_SHARE, scale_warnings
-from sim.workload import Demand
 
 BASE = """\
 [scenario]

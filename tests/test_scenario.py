@@ -13,7 +13,7 @@ from conftest import REPO
 from pydantic import ValidationError
 
 from sim.errors import ScenarioError
-from sim.scenario import (
+from sim.model.scenario import (
     Scenario,
     json_schema,
     load_scenario,

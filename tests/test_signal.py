@@ -22,8 +22,8 @@ import pytest
 from conftest import REPO
 
 import sim
-from sim.report import summary_json
-from sim.scenario import load_scenario, validate_scenario
+from sim.io import summary_json
+from sim.model.scenario import load_scenario, validate_scenario
 
 SCENARIO = REPO / "scenarios" / "signal-2021-01.toml"
 COMMITTED = REPO / "reports" / "signal-2021-01" / "summary.json"

@@ -1,4 +1,5 @@
-"""Pin sim.sweep: seeds, grids, executors giving identical runs, aggregation, outputs, bands."""
+"""Pin sim.experiments.sweep: seeds, grids, executors giving identical runs, aggregation,
+outputs, bands."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ import pytest
 from click.testing import CliRunner
 
 import sim
-from sim import sweep as sw
+from sim.analysis.metrics import Timeseries
 from sim.cli import cli
 from sim.errors import UsageError
-from sim.metrics import Timeseries
+from sim.experiments import sweep as sw
 
 # A short M/M/c run with a surge and retrying clients: some points have outages, some not.
 SURGE = """\

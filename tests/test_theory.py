@@ -1,4 +1,5 @@
-"""Pin sim.theory to the worked examples of the theory reference and to independent solutions."""
+"""Pin sim.analysis.theory to the worked examples of the theory reference and to independent
+solutions."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sim import theory
-from sim.scenario_model import ServiceTime
-from sim.workload import service_time_draw
+from sim.analysis import theory
+from sim.model.fields import ServiceTime
+from sim.model.workload import service_time_draw
 
 # ---------------------------------------------------------------- worked examples (μ = 1)
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sim.units import (
+from sim.model.units import (
     DURATION_UNITS_S,
     RATE_PERIODS_S,
     format_duration,

@@ -13,8 +13,8 @@ from conftest import REPO
 from test_outages import SLO_TEXT, _fault, _timeseries
 
 import sim
-from sim.outages import OVERLOAD, analyse_outages, bin_verdicts
-from sim.scenario import load_scenario, parse_scenario
+from sim.analysis.outages import OVERLOAD, analyse_outages, bin_verdicts
+from sim.model.scenario import load_scenario, parse_scenario
 
 SCENARIO = parse_scenario(SLO_TEXT)
 

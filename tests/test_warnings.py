@@ -9,10 +9,10 @@ from conftest import REPO
 from scipy import stats
 
 import sim
-from sim.expectations import scenario_theory
-from sim.scenario import load_scenario, parse_scenario
-from sim.scenario_warnings import idle_slo_warnings, scenario_warnings
-from sim.workload import Demand
+from sim.analysis.expectations import scenario_theory
+from sim.analysis.warnings import idle_slo_warnings, scenario_warnings
+from sim.model.scenario import load_scenario, parse_scenario
+from sim.model.workload import Demand
 
 IDLE = """\
 [scenario]
@@ -180,7 +180,7 @@ def test_surges_and_faults_split_the_run_into_steady_stretches() -> None:
         (3600.0, 4800.0, 40.0, 60), (4800.0, 7200.0, 1.0, 60),
     ]  # fmt: skip
     surge = expected["stretches"][3]
-    assert surge["p_wait"] == pytest.approx(sim.theory.erlang_c(60, 40.0))
+    assert surge["p_wait"] == pytest.approx(sim.analysis.theory.erlang_c(60, 40.0))
     assert "p_wait" not in expected  # not stationary as a whole
 
 
@@ -233,7 +233,7 @@ def test_success_with_a_timeout_is_the_response_tail_and_agrees_with_the_run() -
     )
     summary = sim.simulate(scenario).summary
     # cμ − λ = μ = 1: W + S > t has probability e^{−t}(1 + C·t), C = Erlang C(10, 9).
-    expected = 1 - math.exp(-2.0) * (1 + 2.0 * sim.theory.erlang_c(10, 9.0))
+    expected = 1 - math.exp(-2.0) * (1 + 2.0 * sim.analysis.theory.erlang_c(10, 9.0))
     assert summary["theory"]["success_ratio"] == pytest.approx(expected, rel=1e-9)
     row = next(r for r in summary["theory"]["compare"] if r["figure"] == "success_ratio")
     assert row["agrees"] and row["ci_high"] - row["ci_low"] < 0.1

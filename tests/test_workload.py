@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from sim.errors import ScenarioError
-from sim.scenario import load_scenario, parse_scenario
-from sim.workload import DAY_S, ArrivalSampler, Demand
+from sim.model.scenario import load_scenario, parse_scenario
+from sim.model.workload import DAY_S, ArrivalSampler, Demand
 
 SERVICE = '\n[service]\nservers = 1\ntime = { dist = "exponential", mean = 1 }\n'
 

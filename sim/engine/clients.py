@@ -23,7 +23,7 @@ import math
 import numpy as np
 
 from sim.engine.kernel_jit import compiled
-from sim.scenario import Backoff
+from sim.model.scenario import Backoff
 
 RETRY_BUDGET_BURST = 10.0  # real tokens: the bucket's size and its content at the start
 THROTTLE_SLOTS = 10  # the throttle's window is this many slots of throttle_window / 10

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim.metrics import Recorder
-from sim.scenario import Autoscale, Fault, Planner, Scenario
-from sim.workload import DAY_S
+from sim.analysis.metrics import Recorder
+from sim.model.scenario import Autoscale, Fault, Planner, Scenario
+from sim.model.workload import DAY_S
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from collections.abc import Callable
 import numpy as np
 import simpy
 
+from sim.analysis.metrics import HIST_BUCKETS, Recorder, bucket_index
 from sim.engine.clients import JITTER_CODES, RETRY_BUDGET_BURST, THROTTLE_SLOTS
 from sim.engine.controls import start_controls
 from sim.engine.kernel import REACHED, advance
@@ -99,9 +100,8 @@ from sim.engine.kernel_state import (
     queue_room,
 )
 from sim.engine.kernel_store import close_bin, touch
-from sim.metrics import HIST_BUCKETS, Recorder, bucket_index
-from sim.scenario import Client, Scenario, Service
-from sim.workload import ArrivalSampler, Demand, service_time_draw
+from sim.model.scenario import Client, Scenario, Service
+from sim.model.workload import ArrivalSampler, Demand, service_time_draw
 
 ENTRY = 0  # the station (and client) of today's single pool: a graph of one
 # Refill a random block once it is down to a quarter; grow an array once it is three-quarters

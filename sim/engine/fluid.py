@@ -59,6 +59,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from sim.analysis.metrics import Recorder, bucket_counts, bucket_index
 from sim.engine.clients import RETRY_BUDGET_BURST, THROTTLE_SLOTS, backoff_means, p_reject
 from sim.engine.controls import (
     Autoscaler,
@@ -67,9 +68,8 @@ from sim.engine.controls import (
     fault_label,
     planned_changes,
 )
-from sim.metrics import Recorder, bucket_counts, bucket_index
-from sim.scenario import Scenario, ServiceTime
-from sim.workload import Demand, service_time_draw
+from sim.model.scenario import Scenario, ServiceTime
+from sim.model.workload import Demand, service_time_draw
 
 MAX_DT_S = 2.0  # the longest slot (a timeout asks for shorter ones)
 SLOTS_PER_TIMEOUT = 6  # slots per client timeout (the age resolution of cohorts)

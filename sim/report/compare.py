@@ -1,7 +1,7 @@
 """Two runs side by side (before and after a mitigation, two capacities): compare.html and .md.
 
 A table of differences of the outcomes, the parameters that differ, and the overlaid charts.
-The text helpers and the escaping are those of `report_pages.py`.
+The text helpers and the escaping are those of `pages.py`.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from sim.report_pages import escape, html_figure, html_page, html_table, md_table, md_text
-from sim.report_text import count, failed_requests, headline, metastable_words, ratio, seconds
+from sim.report.pages import escape, html_figure, html_page, html_table, md_table, md_text
+from sim.report.text import count, failed_requests, headline, metastable_words, ratio, seconds
 
 COMPARE_CHARTS = ("compare_queue.png", "compare_load.png")
 Run = tuple[str, str, dict]  # (label, folder, summary)

@@ -25,8 +25,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
-from sim.metrics import Timeseries  # noqa: E402
-from sim.units import format_duration  # noqa: E402
+from sim.analysis.metrics import Timeseries  # noqa: E402
+from sim.model.units import format_duration  # noqa: E402
 
 WIDTH_IN, DPI = 13.0, 100  # 1300 px wide
 CHART_NAMES = ("queue.png", "load.png", "latency.png", "outcomes.png", "dashboard.png")
@@ -61,6 +61,7 @@ plt.rcParams.update(
         "hatch.linewidth": 0.6,
     }
 )
+from sim.io import atomic_write  # noqa: E402
 
 
 class _Axis:
@@ -592,7 +593,6 @@ def figure_png(fig) -> bytes:
 
 def write_charts(summary: dict, ts: Timeseries, out_dir: Path) -> list[Path]:
     """Write the five charts (CHART_NAMES) into out_dir; return their paths."""
-    from sim.report import atomic_write
 
     if not len(ts):
         return []
@@ -712,7 +712,6 @@ def compare_load_figure(runs):
 
 def write_compare_charts(runs, out_dir: Path) -> list[Path]:
     """Write compare_queue.png and compare_load.png for two (label, summary, ts) runs."""
-    from sim.report import atomic_write
 
     runs = [r for r in runs if len(r[2])]
     if len(runs) != 2:

@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from sim import theory
-from sim.scenario import Scenario
-from sim.theory import ServiceLaw
-from sim.units import format_duration
-from sim.workload import Demand
+from sim.analysis import theory
+from sim.analysis.theory import ServiceLaw
+from sim.model.scenario import Scenario
+from sim.model.units import format_duration
+from sim.model.workload import Demand
 
 # The SLO's latency target is a 99th percentile.
 LATENCY_QUANTILE = 0.99

@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from sim.units import (
+from sim.model.units import (
     parse_duration,
     parse_rate,
     parse_time_of_day,

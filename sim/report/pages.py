@@ -13,7 +13,7 @@ import html
 import re
 from typing import Any
 
-from sim.report_text import (
+from sim.report.text import (
     headline,
     metastable_words,
     outage_rows,

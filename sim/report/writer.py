@@ -4,108 +4,32 @@ Every file is written whole or not at all (a temporary name, then a rename), and
 folder that this tool did not write are left alone. The charts and the reports are always
 drawn from what summary.json and timeseries.csv hold, read back from the folder, so
 `outage-sim report DIR` redraws a run exactly as `outage-sim run` drew it. The pages
-themselves (HTML and Markdown) are composed in `report_pages.py`; the provenance beside them
-(scenario.toml as run, provenance.json) in `report_provenance.py`.
+themselves (HTML and Markdown) are composed in `pages.py`; the provenance beside them
+(scenario.toml as run, provenance.json) in `provenance.py`; files are written by `sim.io`.
 
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import math
-import os
-import signal
-import tempfile
-import threading
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from sim.analysis.metrics import TIMESERIES_COLUMNS, Timeseries
 from sim.errors import UsageError
-from sim.metrics import TIMESERIES_COLUMNS, Timeseries
+from sim.io import atomic_write, summary_json
+from sim.report import charts
+from sim.report.compare import html_comparison, markdown_comparison
+from sim.report.pages import html_report, markdown_report
+from sim.report.provenance import started_from_wall_time, write_provenance
 
 REPORT_NAMES = ("report.html", "report.md")
 COMPARE_REPORT_NAMES = ("compare.html", "compare.md")
-
-
-def atomic_write(path: Path, data: str | bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same folder and a rename.
-
-    Ctrl-C (SIGINT) and SIGTERM are held while one file is written and take effect right after
-    its rename, so an interrupted run never leaves a temporary or a half-written file."""
-    with _signals_held():
-        _write_then_rename(Path(path), data)
-
-
-@contextlib.contextmanager
-def _signals_held():
-    """Defer SIGINT and SIGTERM to the end of the block, then act on the first one that came.
-
-    Python runs signal handlers in the main thread only, so that is where they are swapped
-    (a mask would not do: numpy's threads would take the signal instead)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    came: list[tuple[int, Any]] = []
-    previous = {}
-    for number in (signal.SIGINT, signal.SIGTERM):
-        if signal.getsignal(number) is not None:  # None: set outside Python, left alone
-            previous[number] = signal.signal(number, lambda n, frame: came.append((n, frame)))
-
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-        if came:
-            number, frame = came[0]
-            handler = previous[number]
-            if callable(handler):
-                handler(number, frame)  # Python's own: KeyboardInterrupt for SIGINT
-            elif handler == signal.SIG_DFL:
-                signal.raise_signal(number)
-
-
-def _write_then_rename(path: Path, data: str | bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = "wb" if isinstance(data, bytes) else "w"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        # mkstemp makes the file private (0600); outputs get the usual umask-based mode.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(
-            fd, mode, **({} if mode == "wb" else {"encoding": "utf-8", "newline": ""})
-        ) as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _clean(value):
-    """JSON-safe: NaN and infinities become null, numpy scalars become Python numbers."""
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def summary_json(summary: dict) -> str:
-    """summary.json text (stable key order, NaN as null)."""
-    return json.dumps(_clean(summary), indent=2, ensure_ascii=False) + "\n"
 
 
 def timeseries_csv(ts: Timeseries) -> str:
@@ -196,8 +120,6 @@ def read_run(run_dir: str | Path) -> tuple[dict, Timeseries]:
 # -- writing ---------------------------------------------------------------------------------
 def render_report(out_dir: str | Path) -> list[Path]:
     """Draw the charts and write report.html and report.md from the files in `out_dir`."""
-    from sim import charts
-    from sim.report_pages import html_report, markdown_report
 
     out = Path(out_dir)
     summary, ts = read_run(out)
@@ -214,7 +136,6 @@ def write_report(result, out_dir: str | Path, *, charts: bool = True) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "summary.json", summary_json(result.summary))
     atomic_write(out / "timeseries.csv", timeseries_csv(result.timeseries))
-    from sim.report_provenance import started_from_wall_time, write_provenance
 
     started_at = result.extra.get("started_at") or started_from_wall_time(result.summary)
     write_provenance(result.scenario, out, result.summary, started_at)
@@ -225,8 +146,6 @@ def write_report(result, out_dir: str | Path, *, charts: bool = True) -> Path:
 
 def write_comparison(dir_a: str | Path, dir_b: str | Path, out_dir: str | Path) -> list[Path]:
     """Compare two run folders: overlaid charts, compare.html and compare.md in `out_dir`."""
-    from sim import charts
-    from sim.report_compare import html_comparison, markdown_comparison
 
     out = Path(out_dir)
     runs = []

@@ -32,8 +32,10 @@ import numpy as np
 from scipy.stats import t as student_t
 
 from sim.errors import ScenarioError, UsageError
+from sim.io import atomic_write
+from sim.model.scenario import Scenario, load_scenario, parse_override, validate_scenario
+from sim.report.sweep_charts import write_sweep_chart
 from sim.run import Result, check_size, simulate
-from sim.scenario import Scenario, load_scenario, parse_override, validate_scenario
 
 # The headline figures of a run, in results.csv order (booleans average to shares).
 FIGURES = (
@@ -49,6 +51,7 @@ FIGURES = (
     "metastable",
     "recovered",
 )
+
 BAND_COLUMNS = ("queue", "latency_p50", "latency_p99")
 BAND_QUANTILES = {"q05": 0.05, "median": 0.5, "q95": 0.95}
 CONFIDENCE = 0.95
@@ -452,14 +455,12 @@ def write_sweep(
     rows: list[dict], params: list[str], out_dir: str | Path, title: str = ""
 ) -> list[Path]:
     """Write results.csv, aggregate.csv and (for one or two parameters) sweep.png."""
-    from sim.report import atomic_write
 
     out = Path(out_dir)
     table = aggregate(rows, params)
     atomic_write(out / "results.csv", table_csv(rows))
     atomic_write(out / "aggregate.csv", table_csv(table))
     written = [out / "results.csv", out / "aggregate.csv"]
-    from sim.sweep_charts import write_sweep_chart
 
     chart = write_sweep_chart(table, rows, params, out / "sweep.png", title=title)
     return written + ([chart] if chart else [])
@@ -523,7 +524,6 @@ def bands(results: Sequence[Result]) -> dict[str, np.ndarray]:
 
 def write_bands(result: Result, out_dir: str | Path) -> Path:
     """Write the replication bands of `result` (see `replicate`) to bands.csv."""
-    from sim.report import atomic_write
 
     band = result.extra["bands"]
     rows = [dict(zip(band, values, strict=True)) for values in zip(*band.values(), strict=True)]

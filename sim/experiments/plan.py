@@ -27,7 +27,8 @@ from typing import Any
 from scipy.stats import beta
 
 from sim.errors import UsageError
-from sim.sweep import Job, Runner, point_scenarios, replication_seed
+from sim.experiments.sweep import Job, Runner, point_scenarios, replication_seed
+from sim.io import atomic_write, summary_json
 
 RULE = (
     "a value meets the SLO when the one-sided Clopper-Pearson lower bound, at `confidence`, "
@@ -206,7 +207,6 @@ def _probe(value: int, rows: list[dict], confidence: float) -> Probe:
 
 def write_plan(result: Plan, out_dir: str | Path) -> Path:
     """Write plan.json (param, value, and every probe's evidence) into `out_dir`."""
-    from sim.report import atomic_write, summary_json
 
     path = Path(out_dir) / "plan.json"
     atomic_write(path, summary_json(result.to_dict()))

@@ -1,7 +1,7 @@
 """Scenario files: TOML in, a validated and frozen `Scenario` out.
 
 The pipeline is the one Ciw taught us: read TOML -> apply `--set` overrides -> validate with
-the pydantic models of `scenario_model.py` (defaults live in the models, checks in their
+the pydantic models of `fields.py` (defaults live in the models, checks in their
 validators) -> freeze.
 Every failure is a `ScenarioError` naming the file, the dotted key and the line. Nothing in a
 scenario file is evaluated; paths in it are resolved relative to the file. (Over 400 lines:
@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from sim.errors import ScenarioError
-from sim.scenario_model import (  # noqa: F401 - the models are part of this API
+from sim.model.fields import (  # noqa: F401 - the models are part of this API
     MAX_BINS,
     MAX_CONTROL_STEPS,
     MAX_DURATION_S,
@@ -48,7 +48,7 @@ from sim.scenario_model import (  # noqa: F401 - the models are part of this API
     Slo,
     Surge,
 )
-from sim.units import (
+from sim.model.units import (
     format_duration,
     parse_timestamp,
     shown,

@@ -20,10 +20,12 @@ import re
 import shlex
 import sys
 from datetime import UTC, date, datetime, time, timedelta
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from sim import __version__
+from sim.io import atomic_write
 
 SCENARIO_NAME = "scenario.toml"
 PROVENANCE_NAME = "provenance.json"
@@ -139,9 +141,6 @@ def _command() -> list[str]:
 
 def provenance(scenario, summary: dict | None = None, started_at: datetime | None = None) -> dict:
     """The provenance.json dict of a run of `scenario` (with its summary, when there is one)."""
-    import numpy
-    import simpy
-
     meta = scenario.scenario
     summary = summary or {}
     return {
@@ -158,8 +157,8 @@ def provenance(scenario, summary: dict | None = None, started_at: datetime | Non
         "command_line": shlex.join(_command()),
         "started_at": started_at.astimezone(UTC).isoformat() if started_at else None,
         "python": platform.python_version(),
-        "numpy": numpy.__version__,
-        "simpy": simpy.__version__,
+        "numpy": metadata.version("numpy"),
+        "simpy": metadata.version("simpy"),
         "platform": platform.platform(),
     }
 
@@ -170,7 +169,6 @@ def write_provenance(
     """Write scenario.toml (and a relative downloads CSV beside it) and provenance.json into
     `out_dir`; return the paths written. The scenario file a run was read from is never
     overwritten, even when it is `out_dir`/scenario.toml."""
-    from sim.report import atomic_write
 
     out = Path(out_dir)
     written = []
@@ -204,7 +202,6 @@ def _with_csv_beside(scenario, raw: dict, out: Path, written: list[Path]) -> dic
     A path that is absolute or climbs out of the folder (`..`) cannot be copied inside it; it
     is written absolute instead (the hash then differs, as the path is part of the scenario).
     An unrelated file already at the copy's place is never overwritten."""
-    from sim.report import atomic_write
 
     population = scenario.population
     if population is None or population.downloads_csv is None:

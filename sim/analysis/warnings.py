@@ -10,11 +10,11 @@ summary.json keeps them under `warnings` (one line each).
 
 from __future__ import annotations
 
-from sim.expectations import LATENCY_QUANTILE, PoolModel, seconds
-from sim.scenario import Scenario
-from sim.theory import ServiceLaw
-from sim.units import format_duration
-from sim.workload import Demand
+from sim.analysis.expectations import LATENCY_QUANTILE, PoolModel, seconds
+from sim.analysis.theory import ServiceLaw
+from sim.model.scenario import Scenario
+from sim.model.units import format_duration
+from sim.model.workload import Demand
 
 # A pool queues "materially differently" when P(wait) moves by more than this much ...
 MATERIAL_P_WAIT = 0.05

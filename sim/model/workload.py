@@ -20,8 +20,8 @@ from datetime import timedelta
 import numpy as np
 
 from sim.errors import ScenarioError
-from sim.scenario import MAX_RATE_RPS, Scenario, ServiceTime, Surge
-from sim.units import parse_timestamp
+from sim.model.scenario import MAX_RATE_RPS, Scenario, ServiceTime, Surge
+from sim.model.units import parse_timestamp
 
 DAY_S = 86400.0
 MAX_CELL_S = 60.0

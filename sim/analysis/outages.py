@@ -55,9 +55,9 @@ from typing import Any
 import numpy as np
 from scipy.stats import binom
 
-from sim.metrics import Timeseries
-from sim.scenario import Scenario
-from sim.units import format_duration
+from sim.analysis.metrics import Timeseries
+from sim.model.scenario import Scenario
+from sim.model.units import format_duration
 
 ALPHA = 0.001  # per test: a bin alone, and windows ending or starting at it
 WINDOWS = (1, 4, 16)  # window lengths in min_durations

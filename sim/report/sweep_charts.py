@@ -19,6 +19,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from sim.io import atomic_write  # noqa: E402
+
 WIDTH_IN, DPI = 11.0, 100
 OUTAGE_COLOUR = "#d62728"
 SAFE_COLOUR = "#2ca02c"
@@ -28,7 +30,6 @@ def write_sweep_chart(
     table: list[dict], rows: list[dict], params: list[str], path: Path, title: str = ""
 ) -> Path | None:
     """Draw sweep.png for one or two swept parameters; None (nothing written) for more."""
-    from sim.report import atomic_write
 
     if len(params) == 1:
         fig = line_figure(table, rows, params[0], title)

@@ -1,7 +1,7 @@
 """The facts of a run's report in plain text: headline, warnings, outage table, queueing
 theory, parameters, provenance.
 
-Pages (`report_pages.py`, `report_compare.py`) lay these out in HTML or Markdown and escape
+Pages (`pages.py`, `compare.py`) lay these out in HTML or Markdown and escape
 them there; nothing here is markup. Everything is read from the summary dict alone, and keys
 that an older summary lacks show nothing rather than fail. Over 400 lines for a reason: every
 sentence the report says is worded here once, so both pages (and the comparison) say the same.
@@ -13,7 +13,7 @@ import math
 from datetime import datetime, timedelta
 from typing import Any
 
-from sim.units import format_duration
+from sim.model.units import format_duration
 
 TIMELINE_ROWS = 60
 

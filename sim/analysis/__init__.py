@@ -1,0 +1,1 @@
+"""From a run's records to figures: metrics, outages, queueing theory."""

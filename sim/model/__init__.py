@@ -1,0 +1,1 @@
+"""Scenario files to validated models: units, fields, loading, parameters, workload."""
