@@ -105,7 +105,7 @@ SET_HELP = "Override a scenario key, e.g. --set service.servers=12 (repeatable; 
     "--engine", type=click.Choice(["des", "fluid"]), help="Engine (overrides scenario.engine)."
 )
 @click.option(
-    "--force", is_flag=True, help="Run even when the estimate exceeds 50M simulated requests."
+    "--force", is_flag=True, help="Run even when the estimate exceeds 200M simulated requests."
 )
 @click.option("--no-charts", is_flag=True, help="Write summary.json and timeseries.csv only.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary on stdout.")
@@ -316,7 +316,7 @@ def _executor_options(command):
     help="Output folder [default: reports/<name>/sweep/].",
 )
 @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
-@click.option("--force", is_flag=True, help="Run points estimated above 50M simulated requests.")
+@click.option("--force", is_flag=True, help="Run points estimated above 200M simulated requests.")
 @click.option(
     "--resume",
     is_flag=True,
@@ -384,7 +384,7 @@ def sweep_command(
     help="Output folder for plan.json [default: reports/<name>/plan/].",
 )
 @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
-@click.option("--force", is_flag=True, help="Run values estimated above 50M simulated requests.")
+@click.option("--force", is_flag=True, help="Run values estimated above 200M simulated requests.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only KEY = VALUE.")
 @click.option("--debug", is_flag=True, help="Show the traceback of unexpected errors.")
 def plan_command(

@@ -151,8 +151,8 @@ def test_bad_csv_row_exits_2_naming_the_csv_line(write_scenario, tmp_path: Path)
 
 
 def test_run_too_large_exits_2_with_a_suggested_scale(write_scenario) -> None:
-    """A run estimated above 50M simulated requests is refused with a suggested scale."""
-    path = write_scenario(GOOD.replace('rate = "5/s"', 'rate = "2000/s"').replace("10min", "1d"))
+    """A run estimated above 200M simulated requests is refused with a suggested scale."""
+    path = write_scenario(GOOD.replace('rate = "5/s"', 'rate = "2000/s"').replace("10min", "3d"))
     _assert_one_message(_invoke("run", path), "scenario.scale=", "--force")
 
 

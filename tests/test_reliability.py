@@ -54,7 +54,7 @@ timeout = "5s"
 retries = 2
 """
 
-# 20 days at 20/s: ~35M simulated requests, under the 50M guard and far longer than a test.
+# 20 days at 20/s: ~35M simulated requests, under the size guard and far longer than a test.
 LONG = """\
 [scenario]
 name = "rel-long"
@@ -87,16 +87,16 @@ def _temporaries(folder: Path) -> list[Path]:
 
 # ------------------------------------------------------------------------ the size guard
 def test_too_large_run_is_refused_with_estimate_and_a_scale_that_passes(write_scenario) -> None:
-    """Above 50M simulated requests: exit 2 with the estimate and a scale the guard accepts."""
+    """Above the size guard (200M simulated requests): exit 2 with the estimate and a scale the guard accepts."""
     # A pool of 80,000 so that scales which divide it are large enough to pass the guard.
-    big = SMALL.replace('"6/s"', '"1e6/s"').replace('"20min"', '"1d"')
+    big = SMALL.replace('"6/s"', '"1e6/s"').replace('"20min"', '"3d"')
     path = write_scenario(big.replace("servers = 8", "servers = 80_000"))
     refused = _invoke("run", path, "--no-charts", "-q")
     assert refused.exit_code == 2 and "Traceback" not in refused.output
     message = refused.stderr.strip()
     assert "requests" in message and "--force" in message
     estimate = float(re.search(r"about ([\d,]+) requests", message).group(1).replace(",", ""))
-    assert estimate == pytest.approx(1e6 * 86400 * 2, rel=0.01)  # fresh, and each may retry
+    assert estimate == pytest.approx(1e6 * 3 * 86400 * 2, rel=0.01)  # fresh, and each may retry
     scale = re.search(r"scenario\.scale=([\d.e+]+)", message).group(1)
     checked = _invoke("check", path, "--set", f"scenario.scale={scale}")
     assert checked.exit_code == 0 and "note:" not in checked.stdout
@@ -104,7 +104,7 @@ def test_too_large_run_is_refused_with_estimate_and_a_scale_that_passes(write_sc
 
 def test_check_notes_a_run_it_would_refuse(write_scenario) -> None:
     """check passes a valid file that is too large to run, and says what a run would need."""
-    path = write_scenario(SMALL.replace('"6/s"', '"1e6/s"').replace('"20min"', '"1d"'))
+    path = write_scenario(SMALL.replace('"6/s"', '"1e6/s"').replace('"20min"', '"3d"'))
     result = _invoke("check", path)
     assert result.exit_code == 0
     assert "ok (rel-small" in result.stdout and "note: `run` would refuse it" in result.stdout
