@@ -13,7 +13,7 @@ from conftest import REPO
 from test_outages import SLO_TEXT, _fault, _timeseries
 
 import sim
-from sim.analysis.outages import OVERLOAD, analyse_outages, bin_verdicts
+from sim.analysis.outages import OVERLOAD, analyse_outages, bin_verdicts, trigger_spans
 from sim.model.scenario import load_scenario, parse_scenario
 
 SCENARIO = parse_scenario(SLO_TEXT)
@@ -286,3 +286,13 @@ def test_a_healthy_mmc_has_no_phantom_outage_and_a_fault_is_found_at_once() -> N
     (outage,) = faulty["outages"]
     assert abs(outage["start_s"] - 1800.0) <= 60.0
     assert outage["cause"] == "trigger" and faulty["metastable"] is False
+
+
+def test_a_surge_in_force_for_the_whole_run_is_the_baseline_not_a_trigger() -> None:
+    """A surge from t = 0 with no end rescales the whole run (e.g. another download series):
+    it cannot tip the service, so it is not a trigger; a later surge still is."""
+    ts = _timeseries([100] * 10, [0] * 10)
+    whole = [{"t_s": 0.0, "kind": "surge", "label": "surge ×2"}]
+    assert trigger_spans(ts, whole) == []
+    later = [{"t_s": 120.0, "kind": "surge", "label": "surge ×2"}]
+    assert trigger_spans(ts, later) == [(120.0, None, "surge ×2")]

@@ -193,8 +193,9 @@ def outage_windows(
 
 def trigger_spans(ts: Timeseries, events: list[dict]) -> list[tuple[float, float | None, str]]:
     """(start_s, end_s or None when it lasts past the run, label) of every trigger: surges and
-    faults from the run's timeline, and stretches of fresh demand at OVERLOAD_LOAD of capacity
-    or more that begin after the run's start."""
+    faults from the run's timeline (but not one in force for the whole run: that is the run's
+    baseline, e.g. another download series), and stretches of fresh demand at OVERLOAD_LOAD of
+    capacity or more that begin after the run's start."""
     run_end = len(ts) * ts.bin_s
     spans: list[tuple[float, float | None, str]] = []
     for kind in ("fault", "surge"):
@@ -205,7 +206,10 @@ def trigger_spans(ts: Timeseries, events: list[dict]) -> list[tuple[float, float
             end_s = later[0] if later else None
             if end_s is not None:
                 ends.remove(end_s)
-            spans.append((start_s, end_s if end_s is not None and end_s < run_end else None, label))
+            lasts = end_s is None or end_s >= run_end
+            if start_s <= 0 and lasts:
+                continue  # in force for the whole run: the run's baseline, it tips nothing
+            spans.append((start_s, None if lasts else end_s, label))
     over = np.asarray(ts["demand_rps"] >= OVERLOAD_LOAD * ts["capacity_rps"])
     edges = np.flatnonzero(np.diff(np.concatenate([[0], over.astype(int), [0]])))
     for first, end in zip(edges[::2], edges[1::2], strict=True):
