@@ -87,7 +87,7 @@ def _temporaries(folder: Path) -> list[Path]:
 
 # ------------------------------------------------------------------------ the size guard
 def test_too_large_run_is_refused_with_estimate_and_a_scale_that_passes(write_scenario) -> None:
-    """Above the size guard (200M simulated requests): exit 2 with the estimate and a scale the guard accepts."""
+    """Above the size guard: exit 2 with the estimate and a scale the guard accepts."""
     # A pool of 80,000 so that scales which divide it are large enough to pass the guard.
     big = SMALL.replace('"6/s"', '"1e6/s"').replace('"20min"', '"3d"')
     path = write_scenario(big.replace("servers = 8", "servers = 80_000"))
