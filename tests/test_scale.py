@@ -132,10 +132,14 @@ def test_scale_that_keeps_the_queue_is_silent() -> None:
 
 
 def test_planner_pool_is_judged_at_its_target_utilisation() -> None:
-    """The reference scenario at scale 2000 (a planner sizing for 80%) is warned."""
-    scenario = load_scenario(REPO / "scenarios" / "signal-2021-01.toml")
-    (warning,) = scale_warnings(scenario, Demand(scenario))
+    """The reference scenario (a planner sizing for 80%) is warned at scale 2000 and not at
+    its committed scale, where its simulated pool queues as the real one does."""
+    path = REPO / "scenarios" / "signal-2021-01.toml"
+    coarse = load_scenario(path, overrides={"scenario.scale": 2000})
+    (warning,) = scale_warnings(coarse, Demand(coarse))
     assert "scale 2000" in warning and "planner" in warning
+    committed = load_scenario(path)
+    assert scale_warnings(committed, Demand(committed)) == []
 
 
 def _replications(servers: int, rate: float, scale: float, reps: int) -> dict[str, np.ndarray]:
@@ -185,10 +189,11 @@ def test_des_at_a_warned_scale_differs_from_scale_one() -> None:
 
 
 def test_the_size_guard_suggests_a_scale_that_divides_the_pool() -> None:
-    """Too large a run is refused with a scale the scenario accepts: whole (4,000 for 80,000
-    servers) when one is near; none at all when the pool is too small to divide."""
+    """Too large a run is refused with a scale the scenario accepts: whole (1,000 for 80,000
+    servers, the least divisor above the 864 that halves the guard) when one is near; none at
+    all when the pool is too small to divide."""
     text = POOL.format(servers=80_000, rate=1e6).replace('"30min"', '"1d"')
-    with pytest.raises(RunTooLargeError, match=r"scenario\.scale=4000,") as caught:
+    with pytest.raises(RunTooLargeError, match=r"scenario\.scale=1000,") as caught:
         check_size(parse_scenario(text))
     scale = float(re.search(r"scenario\.scale=([\d.]+)", str(caught.value)).group(1))
     assert parse_scenario(text, overrides={"scenario.scale": scale}).scenario.scale == scale
