@@ -30,6 +30,7 @@ from collections import namedtuple
 
 import numpy as np
 
+from sim.analysis.metrics import COUNTERS
 from sim.engine.clients import THROTTLE_SLOTS
 
 # -- scalars -------------------------------------------------------------------------------
@@ -100,18 +101,7 @@ R_JITTER, R_ERRORS, R_THROTTLE, R_SERVICE = range(4)
 STREAM_NAMES = ("jitter", "errors", "throttle")
 
 # -- per-bin results -----------------------------------------------------------------------
-COUNTER_NAMES = (
-    "fresh",
-    "attempts",
-    "retries",
-    "succeeded",
-    "timed_out",
-    "rejected",
-    "dropped",
-    "throttled",
-    "fresh_ok",
-    "fresh_failed",
-)
+COUNTER_NAMES = COUNTERS  # the Recorder's counters, in its order: the C_* rows below
 (
     C_FRESH,
     C_ATTEMPTS,
