@@ -5,7 +5,7 @@ functions over arrays; this module is the Python around it. One SimPy process, t
 advances the kernel to the next instant any other SimPy process is due (a capacity change,
 the planner's review, an autoscaler tick, a fault), or to the next progress tick, then sleeps
 until then; so when a control acts, the kernel stands exactly at the control's time. Controls
-(`controls.py`, unchanged) act through `set_planned_servers`, `set_fault` and `observe`.
+(`controls.py`) act through `set_planned_servers`, `set_fault` and `observe`.
 
 Between kernel calls the driver refills the random blocks (one numpy Generator per purpose:
 arrivals, service, errors, jitter, throttling, spawned from the scenario's seed) and the arrival
