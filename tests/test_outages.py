@@ -15,7 +15,6 @@ from sim.analysis.metrics import Timeseries
 from sim.analysis.outages import (
     analyse_outages,
     bin_verdicts,
-    breached_bins,
     outage_windows,
     share_slower,
 )
@@ -153,7 +152,7 @@ def test_breached_bins_by_success_ratio_and_p99() -> None:
         p99=[1.0, 1.0, 1.0, np.nan, 2.5, 1.5],
     )
     verdicts = bin_verdicts(scenario, ts)
-    assert breached_bins(scenario, ts).tolist() == [False, True, False, False, True, False]
+    assert bin_verdicts(scenario, ts)["breach"].tolist() == [False, True, False, False, True, False]
     assert verdicts["success"].tolist() == [False, True, False, False, False, False]
     assert verdicts["latency"].tolist() == [False, False, False, False, True, False]
 
@@ -162,7 +161,7 @@ def test_without_latency_target_only_success_counts() -> None:
     """With no latency_p99 in the SLO, slow bins that succeed do not breach."""
     scenario = parse_scenario(SLO_TEXT.replace('latency_p99 = "2s"\n', ""))
     ts = _timeseries(ok=[100, 50], failed=[0, 50], p99=[100.0, 1.0])
-    assert breached_bins(scenario, ts).tolist() == [False, True]
+    assert bin_verdicts(scenario, ts)["breach"].tolist() == [False, True]
 
 
 def test_analyse_outages_reports_windows_in_seconds() -> None:

@@ -171,11 +171,6 @@ def bin_verdicts(scenario: Scenario, ts: Timeseries) -> dict[str, np.ndarray]:
     return {"success": success, "latency": latency, "breach": success | latency, "carried": carried}
 
 
-def breached_bins(scenario: Scenario, ts: Timeseries) -> np.ndarray:
-    """Boolean per bin: does the bin miss the SLO (by more than chance)?"""
-    return bin_verdicts(scenario, ts)["breach"]
-
-
 def outage_windows(
     breach: np.ndarray, bin_s: float, min_duration_s: float
 ) -> list[tuple[int, int]]:

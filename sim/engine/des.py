@@ -23,7 +23,7 @@ from collections.abc import Callable
 import numpy as np
 import simpy
 
-from sim.analysis.metrics import HIST_BUCKETS, Recorder, bucket_index
+from sim.analysis.metrics import COUNTERS, HIST_BUCKETS, Recorder, bucket_index
 from sim.engine.clients import JITTER_CODES, RETRY_BUDGET_BURST, THROTTLE_SLOTS
 from sim.engine.controls import start_controls
 from sim.engine.kernel import REACHED, advance
@@ -48,7 +48,6 @@ from sim.engine.kernel_state import (
     CL_THROTTLE_K,
     CL_TIMEOUT_S,
     CL_TOKENS,
-    COUNTER_NAMES,
     LAT_CLIENT,
     LAT_SERVER,
     R_ERRORS,
@@ -263,7 +262,7 @@ class DesEngine:
         Recorder holds open histograms only for bins whose requests are still in flight."""
         k, recorder = self.k, self.recorder
         low, high = k.si[SI_DIRTY_LO], k.si[SI_BIN] + 1
-        for j, name in enumerate(COUNTER_NAMES):
+        for j, name in enumerate(COUNTERS):
             getattr(recorder, name)[low:high] = k.counts[ENTRY, j, low:high].tolist()
         k.si[SI_DIRTY_LO] = k.si[SI_BIN]
         server, client = self._take_latencies()

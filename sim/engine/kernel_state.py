@@ -101,7 +101,7 @@ R_JITTER, R_ERRORS, R_THROTTLE, R_SERVICE = range(4)
 STREAM_NAMES = ("jitter", "errors", "throttle")
 
 # -- per-bin results -----------------------------------------------------------------------
-COUNTER_NAMES = COUNTERS  # the Recorder's counters, in its order: the C_* rows below
+# The C_* rows are the Recorder's COUNTERS, in its order.
 (
     C_FRESH,
     C_ATTEMPTS,
@@ -113,8 +113,8 @@ COUNTER_NAMES = COUNTERS  # the Recorder's counters, in its order: the C_* rows 
     C_THROTTLED,
     C_FRESH_OK,
     C_FRESH_FAILED,
-) = range(10)
-N_C = 10
+) = range(len(COUNTERS))
+N_C = len(COUNTERS)
 AR_BUSY, AR_QUEUE, AR_SERVERS, AR_CAPACITY = range(4)
 N_AR = 4
 SN_QUEUE, SN_BUSY, SN_SERVERS = range(3)
