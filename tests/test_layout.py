@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from conftest import REPO
+from helpers import REPO, TESTS
 
 SIM = REPO / "sim"
 # cli -> experiments -> run -> engine -> analysis -> model; report beside experiments;
@@ -96,3 +96,17 @@ def test_heavy_libraries_stay_in_their_rooms() -> None:
         if (name == library or name.startswith(library + ".")) and not allowed(module)
     ]
     assert strays == []
+
+
+def test_tests_mirror_the_stage_folders_with_unique_basenames() -> None:
+    """Every folder of tests/ is a stage folder of sim/, and no two test modules share a basename
+    (the folders are not packages: pytest imports each module by its basename)."""
+    stray = [
+        folder.name
+        for folder in TESTS.iterdir()
+        if folder.is_dir() and not folder.name.startswith((".", "__"))
+        if not (SIM / folder.name / "__init__.py").is_file()
+    ]
+    names = [path.name for path in TESTS.rglob("test_*.py")]
+    doubled = sorted({name for name in names if names.count(name) > 1})
+    assert (stray, doubled) == ([], [])

@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import REPO
+from helpers import REPO
 from scipy import stats
 
 import sim

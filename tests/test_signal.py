@@ -19,7 +19,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
-from conftest import REPO
+from helpers import REPO
 
 import sim
 from sim.io import summary_json

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import mean_interval
+from helpers import mean_interval
 from scipy import stats
 
 import sim

@@ -9,7 +9,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from helpers import REPO
 from pydantic import ValidationError
 
 from sim.errors import ScenarioError

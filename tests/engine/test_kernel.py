@@ -1,6 +1,6 @@
 """The compiled request kernel (sim/engine/kernel*.py, driven by sim/engine/des.py).
 
-Queueing theory judges the engine through `sim.simulate` in tests/test_des.py; here, the
+Queueing theory judges the engine through `sim.simulate` in tests/engine/test_des.py; here, the
 kernel's own promises: the same seed gives the same bytes, compiled and plain-Python runs are
 identical (OUTAGE_SIM_JIT=0 in a child process), its heap, queues and jitter behave, counts add
 up, and Ctrl-C and odd durations stop where they should.
@@ -14,10 +14,11 @@ import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, queue_text
+from helpers import REPO, TESTS, queue_text
 
 import sim
 import sim.engine.des
@@ -99,7 +100,7 @@ def test_same_seed_same_bytes() -> None:
 
 _CHILD = """
 import sys
-sys.path.insert(0, {tests!r})
+sys.path[:0] = {paths!r}
 import test_kernel
 import json
 job = json.loads(sys.stdin.read())
@@ -110,8 +111,9 @@ print(test_kernel._fingerprint(job["text"], job["overrides"]))
 def _fingerprint_in_child(job: str, jit: str) -> str:
     """_fingerprint in a fresh interpreter with OUTAGE_SIM_JIT=jit (the job as JSON)."""
     env = {**os.environ, "OUTAGE_SIM_JIT": jit}
+    paths = [str(Path(__file__).resolve().parent), str(TESTS)]  # this module, then helpers
     done = subprocess.run(
-        [sys.executable, "-c", _CHILD.format(tests=str(REPO / "tests"))],
+        [sys.executable, "-c", _CHILD.format(paths=paths)],
         input=job,
         capture_output=True,
         text=True,

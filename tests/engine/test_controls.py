@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import REPO, queue_text
+from helpers import REPO, queue_text
 
 import sim
 from sim.analysis.metrics import Recorder

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import SLO_TEXT, timeseries_by_hand
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sim.analysis.metrics import Timeseries
 from sim.analysis.outages import (
     analyse_outages,
     bin_verdicts,
@@ -90,63 +90,10 @@ def test_outage_windows_properties(breach: list[bool], bin_s: float, min_bins: i
         run = 0
 
 
-SLO_TEXT = """\
-[scenario]
-name = "o"
-duration = "10min"
-bin = "1min"
-
-[arrivals]
-rate = 1
-
-[service]
-servers = 1
-time = { dist = "exponential", mean = 1 }
-
-[slo]
-success_ratio = 0.9
-latency_p99 = "2s"
-min_duration = "2min"
-"""
-
-
-def _timeseries(ok, failed, p99=None, queue=None, fresh=None, **columns) -> Timeseries:
-    """A hand-made Timeseries of 1-min bins: `ok` and `failed` fresh requests by arrival bin
-    (`fresh` defaults to their sum: every fate decided), client latencies all equal to `p99`
-    (NaN: none), the queue at each bin's end; demand 1/s against capacity 2/s unless given."""
-    n = len(ok)
-    p99 = np.asarray(p99 if p99 is not None else [1.0] * n, dtype=float)
-    ok, failed = np.asarray(ok, dtype=float), np.asarray(failed, dtype=float)
-    cols = {
-        "t_s": np.arange(n) * 60.0,
-        "fresh": np.asarray(fresh, dtype=float) if fresh is not None else ok + failed,
-        "fresh_ok": ok,
-        "fresh_failed": failed,
-        "attempts": ok + failed,
-        "queue": np.asarray(queue if queue is not None else [0] * n, dtype=float),
-        "latency_p50": p99.copy(),
-        "latency_p95": p99.copy(),
-        "latency_p99": p99,
-        "demand_rps": np.ones(n),
-        "capacity_rps": np.full(n, 2.0),
-    }
-    with np.errstate(invalid="ignore"):
-        cols["success_ratio"] = ok / (ok + failed)
-    cols.update({k: np.asarray(v, dtype=float) for k, v in columns.items()})
-    return Timeseries(bin_s=60.0, start=None, columns=cols)
-
-
-def _fault(at_s: float, end_s: float) -> list[dict]:
-    return [
-        {"t_s": at_s, "kind": "fault", "label": "fault: 30% capacity"},
-        {"t_s": end_s, "kind": "fault_end", "label": "fault ends"},
-    ]
-
-
 def test_breached_bins_by_success_ratio_and_p99() -> None:
     """A bin breaches on success ratio below target or p99 above it; idle bins do not."""
     scenario = parse_scenario(SLO_TEXT)
-    ts = _timeseries(
+    ts = timeseries_by_hand(
         ok=[100, 50, 90, 0, 100, 100],
         failed=[0, 50, 10, 0, 0, 0],
         p99=[1.0, 1.0, 1.0, np.nan, 2.5, 1.5],
@@ -160,14 +107,14 @@ def test_breached_bins_by_success_ratio_and_p99() -> None:
 def test_without_latency_target_only_success_counts() -> None:
     """With no latency_p99 in the SLO, slow bins that succeed do not breach."""
     scenario = parse_scenario(SLO_TEXT.replace('latency_p99 = "2s"\n', ""))
-    ts = _timeseries(ok=[100, 50], failed=[0, 50], p99=[100.0, 1.0])
+    ts = timeseries_by_hand(ok=[100, 50], failed=[0, 50], p99=[100.0, 1.0])
     assert bin_verdicts(scenario, ts)["breach"].tolist() == [False, True]
 
 
 def test_analyse_outages_reports_windows_in_seconds() -> None:
     """The summary's outages give start, end, duration and peak queue of each window."""
     scenario = parse_scenario(SLO_TEXT)
-    ts = _timeseries(
+    ts = timeseries_by_hand(
         ok=[100, 50, 50, 50, 100, 100, 50, 100],
         failed=[0, 50, 50, 50, 0, 0, 50, 0],
         queue=[0, 5, 40, 9, 0, 0, 3, 0],
@@ -187,7 +134,7 @@ def test_analyse_outages_reports_windows_in_seconds() -> None:
 def test_an_outage_at_the_end_is_not_recovered() -> None:
     """An outage that runs to the last bin leaves the run unrecovered."""
     scenario = parse_scenario(SLO_TEXT)
-    ts = _timeseries(ok=[100, 100, 100, 0, 0], failed=[0, 0, 0, 100, 100])
+    ts = timeseries_by_hand(ok=[100, 100, 100, 0, 0], failed=[0, 0, 0, 100, 100])
     result = analyse_outages(scenario, ts, events=[])
     assert result["recovered"] is False
     assert result["outages"][-1]["end_s"] == 300.0 and result["outages"][-1]["ongoing"]
@@ -196,7 +143,7 @@ def test_an_outage_at_the_end_is_not_recovered() -> None:
 def test_a_breach_at_the_end_shorter_than_min_duration_is_ongoing() -> None:
     """One breached last bin (min_duration is two) still means the service is down at the end."""
     scenario = parse_scenario(SLO_TEXT)
-    ts = _timeseries(ok=[100] * 5 + [0], failed=[0] * 5 + [100])
+    ts = timeseries_by_hand(ok=[100] * 5 + [0], failed=[0] * 5 + [100])
     result = analyse_outages(scenario, ts, events=[])
     assert result["recovered"] is False
     assert [(o["start_s"], o["end_s"], o["ongoing"]) for o in result["outages"]] == [
@@ -208,7 +155,7 @@ def test_bins_whose_fates_are_open_at_the_end_are_not_healthy() -> None:
     """Last bins whose requests are all still waiting (no success, no failure yet) keep the
     verdict of the bins before them: down at the end, not recovered (issue 10, item 1)."""
     scenario = parse_scenario(SLO_TEXT.replace('latency_p99 = "2s"\n', ""))
-    ts = _timeseries(
+    ts = timeseries_by_hand(
         ok=[100, 100, 0, 0, 0, 0], failed=[0, 0, 100, 100, 0, 0], fresh=[100] * 6, p99=[np.nan] * 6
     )
     result = analyse_outages(scenario, ts, events=[])
@@ -221,7 +168,7 @@ def test_bins_whose_fates_are_open_at_the_end_are_not_healthy() -> None:
 def test_a_healthy_end_with_requests_still_in_service_is_healthy() -> None:
     """A last bin whose few open requests arrived in its last seconds is judged on the rest."""
     scenario = parse_scenario(SLO_TEXT)
-    ts = _timeseries(ok=[100] * 5 + [97], failed=[0] * 6, fresh=[100] * 5 + [100])
+    ts = timeseries_by_hand(ok=[100] * 5 + [97], failed=[0] * 6, fresh=[100] * 5 + [100])
     result = analyse_outages(scenario, ts, events=[])
     assert result["outages"] == [] and result["recovered"] is True
 
@@ -230,7 +177,7 @@ def test_requests_waiting_longer_than_the_latency_target_count_as_slow() -> None
     """Without a timeout nothing fails; requests still queued at the end for longer than the
     latency target (2 s) make their bins breach the latency criterion."""
     scenario = parse_scenario(SLO_TEXT)
-    ts = _timeseries(
+    ts = timeseries_by_hand(
         ok=[100, 100, 100, 20, 0, 0], failed=[0] * 6, fresh=[100] * 6, p99=[1.0] * 4 + [np.nan] * 2
     )
     result = analyse_outages(scenario, ts, events=[])
@@ -244,7 +191,9 @@ def test_criterion_both_when_each_target_is_missed() -> None:
     """An outage missing the success target in some bins and the latency one in others is
     'both'."""
     scenario = parse_scenario(SLO_TEXT)
-    ts = _timeseries(ok=[100, 50, 100, 100, 100], failed=[0, 50, 0, 0, 0], p99=[1, 1, 9, 1, 1])
+    ts = timeseries_by_hand(
+        ok=[100, 50, 100, 100, 100], failed=[0, 50, 0, 0, 0], p99=[1, 1, 9, 1, 1]
+    )
     (outage,) = analyse_outages(scenario, ts, events=[])["outages"]
     assert outage["criterion"] == "both"
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import REPO
-from test_outages import SLO_TEXT, _fault, _timeseries
+from helpers import REPO, SLO_TEXT, fault_marks, timeseries_by_hand
 
 import sim
 from sim.analysis.outages import OVERLOAD, analyse_outages, bin_verdicts, trigger_spans
@@ -26,12 +25,12 @@ def _down(bins: range, n: int = 20, queue: dict | None = None, **columns):
     queue_list = [0] * n
     for b, value in (queue or {}).items():
         queue_list[b] = value
-    return _timeseries(ok=ok, failed=failed, queue=queue_list, **columns)
+    return timeseries_by_hand(ok=ok, failed=failed, queue=queue_list, **columns)
 
 
 def test_an_outage_that_outlives_its_trigger_is_metastable() -> None:
     """Down from the fault (3-5 min) to the end with a 10-request backlog: metastable."""
-    result = analyse_outages(SCENARIO, _down(range(3, 20), queue={4: 10}), _fault(180, 300))
+    result = analyse_outages(SCENARIO, _down(range(3, 20), queue={4: 10}), fault_marks(180, 300))
     (outage,) = result["outages"]
     assert outage["cause"] == "metastable" and outage["ongoing"]
     assert result["metastable"] is True and result["recovered"] is False
@@ -41,7 +40,7 @@ def test_an_outage_that_outlives_its_trigger_is_metastable() -> None:
 def test_a_metastable_outage_that_ends_later_is_still_metastable() -> None:
     """Down 10 min past the fault's end with a backlog that drains in 10 s: metastable, then
     recovered."""
-    result = analyse_outages(SCENARIO, _down(range(3, 15), queue={4: 10}), _fault(180, 300))
+    result = analyse_outages(SCENARIO, _down(range(3, 15), queue={4: 10}), fault_marks(180, 300))
     assert result["outages"][0]["cause"] == "metastable"
     assert result["metastable"] is True and result["recovered"] is True
 
@@ -49,7 +48,7 @@ def test_a_metastable_outage_that_ends_later_is_still_metastable() -> None:
 def test_an_outage_that_ends_within_its_drain_time_is_not_metastable() -> None:
     """Down until 3 min after the fault with a backlog that needs 200 s to drain: the trigger's
     outage, recovered, not metastable."""
-    result = analyse_outages(SCENARIO, _down(range(3, 8), queue={4: 200}), _fault(180, 300))
+    result = analyse_outages(SCENARIO, _down(range(3, 8), queue={4: 200}), fault_marks(180, 300))
     (outage,) = result["outages"]
     assert outage["cause"] == "trigger" and not outage["ongoing"]
     assert result["metastable"] is False and result["recovered"] is True
@@ -58,7 +57,7 @@ def test_an_outage_that_ends_within_its_drain_time_is_not_metastable() -> None:
 
 def test_still_down_within_the_drain_time_is_too_early_to_tell() -> None:
     """Still down at the end, but the backlog (5,000) needs longer than the run has left."""
-    result = analyse_outages(SCENARIO, _down(range(3, 20), queue={4: 5000}), _fault(180, 300))
+    result = analyse_outages(SCENARIO, _down(range(3, 20), queue={4: 5000}), fault_marks(180, 300))
     (outage,) = result["outages"]
     assert outage["cause"] == "trigger" and outage["ongoing"]
     assert result["metastable"] is None and result["recovered"] is False
@@ -67,7 +66,7 @@ def test_still_down_within_the_drain_time_is_too_early_to_tell() -> None:
 
 def test_an_outage_under_way_before_the_first_trigger_is_chronic() -> None:
     """Down from the start, with a fault at 10 min: chronic, never metastable (item 2)."""
-    result = analyse_outages(SCENARIO, _down(range(0, 20), queue={10: 10}), _fault(600, 720))
+    result = analyse_outages(SCENARIO, _down(range(0, 20), queue={10: 10}), fault_marks(600, 720))
     (outage,) = result["outages"]
     assert outage["cause"] == "chronic" and outage["trigger"] is None
     assert result["metastable"] is False
@@ -90,8 +89,8 @@ def test_a_bistable_baseline_is_told_apart_from_a_tipped_one() -> None:
     ok = [100] * 30
     for b in (5, 6, 7, *range(15, 30)):
         ok[b] = 0
-    ts = _timeseries(ok=ok, failed=[100 - v for v in ok], queue=[10] * 30)
-    result = analyse_outages(SCENARIO, ts, _fault(900, 960))
+    ts = timeseries_by_hand(ok=ok, failed=[100 - v for v in ok], queue=[10] * 30)
+    result = analyse_outages(SCENARIO, ts, fault_marks(900, 960))
     causes = [o["cause"] for o in result["outages"]]
     assert causes == ["spontaneous", "metastable"]
     assert result["metastable"] is True
@@ -125,7 +124,7 @@ def test_a_trigger_that_lasts_to_the_end_cannot_be_judged() -> None:
 
 def test_no_outage_after_a_trigger_is_not_metastable() -> None:
     """A fault with no outage: metastable False, 'no outage outlived the last trigger'."""
-    result = analyse_outages(SCENARIO, _down(range(0)), _fault(180, 300))
+    result = analyse_outages(SCENARIO, _down(range(0)), fault_marks(180, 300))
     assert result["outages"] == [] and result["metastable"] is False
     assert "no outage outlived" in result["metastable_reason"]
 
@@ -133,7 +132,7 @@ def test_no_outage_after_a_trigger_is_not_metastable() -> None:
 def test_breaches_from_the_bin_before_a_trigger_are_the_triggers() -> None:
     """Requests of the bin before a fault were in flight when it struck: an outage from that
     bin on is the fault's, not chronic."""
-    result = analyse_outages(SCENARIO, _down(range(2, 20), queue={4: 10}), _fault(180, 300))
+    result = analyse_outages(SCENARIO, _down(range(2, 20), queue={4: 10}), fault_marks(180, 300))
     assert result["outages"][0]["cause"] == "metastable"
 
 
@@ -145,7 +144,7 @@ NOISE_TEXT = SLO_TEXT.replace("success_ratio = 0.9", "success_ratio = 0.99").rep
 
 def _binomial_bins(rng: np.random.Generator, rates: np.ndarray, n_per_bin: int = 160):
     failed = rng.binomial(n_per_bin, rates)
-    return _timeseries(ok=n_per_bin - failed, failed=failed, p99=[np.nan] * len(rates))
+    return timeseries_by_hand(ok=n_per_bin - failed, failed=failed, p99=[np.nan] * len(rates))
 
 
 def test_noise_well_inside_the_budget_shows_no_outage() -> None:
@@ -179,10 +178,10 @@ def test_latency_noise_over_few_requests_is_no_outage() -> None:
     n_bins, n = 40, 50
     p99 = np.where(np.arange(n_bins) % 2 == 0, 2.5, 1.2)
     quick = {"latency_p50": [0.7] * n_bins, "latency_p95": [1.0] * n_bins}
-    ts = _timeseries(ok=[n] * n_bins, failed=[0] * n_bins, p99=p99, **quick)
+    ts = timeseries_by_hand(ok=[n] * n_bins, failed=[0] * n_bins, p99=p99, **quick)
     assert (ts["latency_p99"] > 2.0).sum() == n_bins // 2
     assert not bin_verdicts(scenario, ts)["breach"].any()
-    slow = _timeseries(ok=[n] * 4, failed=[0] * 4, p99=[9.0] * 4, latency_p50=[3.0] * 4)
+    slow = timeseries_by_hand(ok=[n] * 4, failed=[0] * 4, p99=[9.0] * 4, latency_p50=[3.0] * 4)
     assert bin_verdicts(scenario, slow)["breach"].all()
 
 
@@ -291,7 +290,7 @@ def test_a_healthy_mmc_has_no_phantom_outage_and_a_fault_is_found_at_once() -> N
 def test_a_surge_in_force_for_the_whole_run_is_the_baseline_not_a_trigger() -> None:
     """A surge from t = 0 with no end rescales the whole run (e.g. another download series):
     it cannot tip the service, so it is not a trigger; a later surge still is."""
-    ts = _timeseries([100] * 10, [0] * 10)
+    ts = timeseries_by_hand([100] * 10, [0] * 10)
     whole = [{"t_s": 0.0, "kind": "surge", "label": "surge ×2"}]
     assert trigger_spans(ts, whole) == []
     later = [{"t_s": 120.0, "kind": "surge", "label": "surge ×2"}]

@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import assert_within, mean_interval, queue_text, replicate, t_quantile
+from helpers import assert_within, mean_interval, queue_text, replicate, t_quantile
 
 import sim
 from sim.analysis import theory

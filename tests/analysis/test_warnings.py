@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from conftest import REPO
+from helpers import REPO
 from scipy import stats
 
 import sim

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import REPO, mean_interval, t_quantile
+from helpers import REPO, mean_interval, t_quantile
 from scipy import stats
 
 import sim
