@@ -3,15 +3,52 @@
 Defaults live here, in the pydantic models, and so do the checks of single values and of one
 table; `scenario.py` reads files, applies overrides, runs these models and locates errors.
 The type aliases (`Duration`, `Rate`, `TimePoint`, ...) turn the units of scenario files into
-seconds and per-second rates, and say in the JSON Schema what a file may hold.
+seconds and per-second rates, and say in the JSON Schema what a file may hold. (Over 400
+lines: the service graph's defaults and checks sit with the tables they read.)
+
+The service graph. `[tiers.NAME]` tables are pools (every key of `[service]`) or, with
+`rate_limit`, external providers (`rate_limit`, `burst`, a latency `time`); `[[routes]]` are
+request classes. Whichever way a scenario is spelled, the validated Scenario offers one view:
+
+- `scenario.tier_specs`: dict name -> `Tier`, in declaration order. `Tier.kind` is "pool" or
+  "provider"; a pool has `.service` (its `Service`: servers, time, queue_limit, ...); a
+  provider has `.rate_limit` (per second, real units), `.burst` (calls, real units; default
+  one second of rate_limit, at least 1) and `.service` None; `.time` is the pool's service
+  time or the provider's latency. Without `[tiers]`, one pool named "service" from `[service]`.
+- `scenario.route_specs`: list of `Route` (name, share or None, source or None, mode "sync" or
+  "async", calls: tuple of `Call(tier, client)`). The first call is the entry tier; its
+  `client` is None (the end user's policy is `[client]`). A later call's `client` is the
+  calling tier's policy towards it: a `Client` (a bare tier name: one try, no timeout).
+  Without `[[routes]]` (no `[tiers]`, or exactly one tier), one route named after the tier,
+  share 1, calls [that tier], sync.
+- `scenario.entry_tier`: the first route's first tier; `scenario.service` is that tier's
+  `Service` (for a plain scenario, `[service]` itself), so code written for one pool reads it.
+- `scenario.has_graph`: False when the graph is the single pool "service" with the one route
+  "service" (share 1, calls ["service"]), however spelled: then engines take today's path.
+- `tier` on `[[capacity.change]]`, `[capacity.planner]`, `[capacity.autoscale]` and
+  `[[faults]]` holds the resolved tier name after validation (default: the entry tier).
+
+Graph rules (each broken one a located ScenarioError): `[service]` and `[tiers]` do not mix
+(two spellings of the pools); several tiers need `[[routes]]`; route names are unique; a route
+has `share` or `source`, not both, and all routes split demand the same way (a lone route
+without either takes share 1); shares sum to 1 within 1e-9; `source` needs `[population]`,
+and each source feeds at most one route: "signup" is the population's sign-up work
+(activation x downloads x requests_per_signup), "steady" everything else (its active users'
+requests_per_user and any `[arrivals]` rate); a source with demand must have its route. A
+route's calls name declared tiers, each at most once ("cycle in calls"); the entry call is a
+pool and takes no policy of its own (a bare name or `{ tier = NAME }`); a provider makes no
+calls, so it is only ever a route's last call. Capacity controls apply to pools only; faults
+may name any tier. Tiers no route calls are allowed.
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import math
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -20,8 +57,10 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
     PrivateAttr,
+    Tag,
     ValidationInfo,
     WithJsonSchema,
     field_validator,
@@ -43,6 +82,21 @@ MAX_RATE_RPS = 1e12  # beyond any service, and still finite once multiplied out
 MIN_DURATION_S = 1e-9  # shorter spans vanish in sums of times, and divide to infinity
 MAX_SCALE = 1e9  # one simulated request for at most a billion real ones
 MAX_CONTROL_STEPS = 1_000_000  # autoscaler decisions in a run, as MAX_BINS bounds the bins
+MAX_TIERS = 1000  # the kernel holds a row per tier and per call edge
+MAX_CALLS = 100  # calls in one route: retries multiply layer by layer
+SHARE_TOLERANCE = 1e-9
+# Tier and route names prefix timeseries columns (`TIER.queue`): a scenario name without dots.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
+
+
+class KeyedError(ValueError):
+    """A failed check that names the key to blame: `loc` is the key path from the model the
+    validator belongs to (the Scenario's root for its own checks); scenario.py locates it."""
+
+    def __init__(self, message: str, loc: tuple) -> None:
+        super().__init__(message)
+        self.loc = tuple(loc)
+
 
 _DURATION_SCHEMA = {
     "anyOf": [
@@ -294,11 +348,16 @@ class Service(_Section):
     sojourn_limit: Duration | None = Field(default=None, gt=0)
 
 
+def _tier_key() -> Any:
+    return Field(default=None, description="The pool it applies to (default: the entry tier).")
+
+
 class CapacityChange(_Section):
     """A planned change of the number of servers."""
 
     at: TimePoint
     servers: int = Field(ge=0, le=10_000_000)
+    tier: str | None = _tier_key()
 
 
 class Planner(_Section):
@@ -313,6 +372,7 @@ class Planner(_Section):
     max_growth: Number = Field(default=1.5, ge=1, le=1000)
     min_servers: int = Field(default=1, ge=1)
     max_servers: int = Field(default=10_000_000, ge=1)
+    tier: str | None = _tier_key()
 
 
 class Autoscale(_Section):
@@ -326,6 +386,7 @@ class Autoscale(_Section):
     min_servers: int = Field(default=1, ge=1)
     max_servers: int = Field(default=10_000, ge=1)
     max_step: Number = Field(default=2.0, gt=1, le=1000)
+    tier: str | None = _tier_key()
 
 
 class Capacity(_Section):
@@ -344,6 +405,9 @@ class Fault(_Section):
     capacity_factor: Fraction = 1.0
     slowdown: Number = Field(default=1.0, ge=1, le=1e6)
     error_rate: Fraction = 0.0
+    tier: str | None = Field(
+        default=None, description="The tier it strikes, pool or provider (default: the entry tier)."
+    )
 
 
 class Backoff(_Section):
@@ -374,13 +438,380 @@ class Slo(_Section):
     min_duration: Duration = 300.0
 
 
+# ---------------------------------------------------------------------------------------------
+# The service graph: the tables as written, then the resolved view the engines read.
+
+
+class Provider(_Section):
+    """[tiers.NAME] with `rate_limit`: an external provider, no pool of ours. A token bucket
+    admits calls up to `rate_limit` (bursts up to `burst`); above it a call is refused at once
+    (HTTP 429); an admitted call answers after `time`."""
+
+    rate_limit: Rate = Field(gt=0, description="Calls admitted per second in the long run.")
+    burst: Number | None = Field(
+        default=None,
+        ge=1,
+        le=1e15,
+        description="Calls the bucket holds (default: one second of rate_limit, at least 1).",
+    )
+    time: ServiceTime = Field(description="The provider's latency (as a service time).")
+
+
+def _tier_kind(value: object) -> str:
+    if isinstance(value, BaseModel):
+        return "provider" if isinstance(value, Provider) else "pool"
+    return "provider" if isinstance(value, dict) and "rate_limit" in value else "pool"
+
+
+TierTable = Annotated[
+    Annotated[Service, Tag("pool")] | Annotated[Provider, Tag("provider")],
+    Discriminator(_tier_kind),
+]
+
+
+class CallSpec(Client):
+    """One call of a route: the tier called and, for every call after the first, the calling
+    tier's client policy towards it (every key of [client])."""
+
+    tier: str = Field(description="The tier called.")
+
+
+def _call_table(value: object) -> object:
+    if isinstance(value, str):
+        return {"tier": value}
+    if isinstance(value, dict | BaseModel):
+        return value
+    raise ValueError(
+        "a call is a tier name or a table { tier = NAME, timeout = ..., ... }, got " + shown(value)
+    )
+
+
+class _NameOrTable:
+    """In the JSON Schema, a call is a tier name or a call table."""
+
+    def __get_pydantic_json_schema__(self, core_schema: Any, handler: Any) -> dict:
+        return {
+            "anyOf": [{"type": "string"}, handler(core_schema)],
+            "description": "A tier name (one try, no timeout) or a call table.",
+        }
+
+
+CallItem = Annotated[CallSpec, BeforeValidator(_call_table), _NameOrTable()]
+
+
+class RouteSpec(_Section):
+    """[[routes]]: a request class, its part of fresh demand and the tiers it calls in turn."""
+
+    name: str = Field(pattern=NAME_PATTERN, max_length=100, description="Unique route name.")
+    share: Fraction | None = Field(
+        default=None, description="Fraction of fresh demand (the routes' shares sum to 1)."
+    )
+    source: Literal["steady", "signup"] | None = Field(
+        default=None,
+        description='With [population], instead of share: its "steady" or "signup" demand.',
+    )
+    calls: list[CallItem] = Field(
+        min_length=1,
+        max_length=MAX_CALLS,
+        description="The entry tier first; each later tier is called by the one before it.",
+    )
+    mode: Literal["sync", "async"] = Field(
+        default="sync",
+        description='"sync": a caller holds its slot until its callee answers, fails or times'
+        ' out; "async": the caller\'s slot is freed as the request moves on.',
+    )
+
+
+@dataclass(frozen=True)
+class Tier:
+    """A tier as the engines read it: a pool (`service`) or a provider (`rate_limit`, `burst`)."""
+
+    name: str
+    kind: Literal["pool", "provider"]
+    service: Service | None
+    rate_limit: float | None
+    burst: float | None
+    time: ServiceTime
+
+
+@dataclass(frozen=True)
+class Call:
+    """A call of a route: the tier called, and the caller's policy (None for the entry call,
+    whose caller is the end user with [client])."""
+
+    tier: str
+    client: Client | None
+
+
+@dataclass(frozen=True)
+class Route:
+    """A route as the engines read it (`share` None when it takes a population `source`)."""
+
+    name: str
+    share: float | None
+    source: Literal["steady", "signup"] | None
+    mode: Literal["sync", "async"]
+    calls: tuple[Call, ...]
+
+    @property
+    def tiers(self) -> tuple[str, ...]:
+        """The tiers called, the entry tier first."""
+        return tuple(call.tier for call in self.calls)
+
+
+def _tier(name: str, table: Service | Provider) -> Tier:
+    if isinstance(table, Provider):
+        burst = table.burst if table.burst is not None else max(1.0, table.rate_limit)
+        return Tier(name, "provider", None, table.rate_limit, burst, table.time)
+    return Tier(name, "pool", table, None, None, table.time)
+
+
+def _hint(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else f" (tiers: {', '.join(known)})"
+
+
+def _calls(index: int, route: RouteSpec, tiers: dict[str, Tier]) -> tuple[Call, ...]:
+    """A route's calls, checked: declared tiers, each once, a pool first, providers last."""
+    calls, seen = [], {}
+    for position, call in enumerate(route.calls):
+        loc = ("routes", index, "calls", position)
+        tier = tiers.get(call.tier)
+        if tier is None:
+            raise KeyedError(f"unknown tier {call.tier!r}{_hint(call.tier, list(tiers))}", loc)
+        if call.tier in seen:
+            raise KeyedError(
+                f"cycle in calls: {call.tier!r} is called twice (calls {seen[call.tier]} and"
+                f" {position}); a request visits a tier at most once on its route",
+                loc,
+            )
+        seen[call.tier] = position
+        if position == 0 and tier.kind == "provider":
+            raise KeyedError(
+                f"the entry tier {call.tier!r} is a provider: a route enters at a pool of ours",
+                loc,
+            )
+        if tier.kind == "provider" and position < len(route.calls) - 1:
+            raise KeyedError(
+                f"a provider makes no calls: {call.tier!r} must be the last call of its route",
+                loc,
+            )
+        policy = sorted(call.model_fields_set - {"tier"})
+        if position == 0 and policy:
+            raise KeyedError(
+                f"the entry call's policy is the end user's, [client]: set {policy[0]} there"
+                " (the first call is a tier name or { tier = NAME })",
+                (*loc, policy[0]),
+            )
+        client = (
+            None if position == 0 else Client(**{k: getattr(call, k) for k in Client.model_fields})
+        )
+        calls.append(Call(call.tier, client))
+    return tuple(calls)
+
+
+def _steady_demand(scenario: Scenario) -> bool:
+    arrivals, population = scenario.arrivals, scenario.population
+    return bool(
+        arrivals.rate
+        or any(s.rate for s in arrivals.surge)
+        or (population is not None and population.requests_per_user > 0)
+    )
+
+
+def _split_demand(
+    scenario: Scenario, specs: list[RouteSpec]
+) -> list[tuple[float | None, str | None]]:
+    """Each route's (share, source), checked: one way of splitting, shares summing to 1, each
+    source on at most one route and every source with demand on one."""
+    by_source = [spec.source is not None for spec in specs]
+    split = []
+    for index, spec in enumerate(specs):
+        if spec.share is not None and spec.source is not None:
+            raise KeyedError("a route takes share or source, not both", ("routes", index, "source"))
+        if spec.source is not None and scenario.population is None:
+            raise KeyedError(
+                f"source = {spec.source!r} names population demand: add [population], or give"
+                " the route a share",
+                ("routes", index, "source"),
+            )
+        if spec.share is None and spec.source is None:
+            if len(specs) > 1:
+                raise KeyedError(
+                    "a route needs share (its fraction of fresh demand) or, with [population],"
+                    ' source = "steady" or "signup"',
+                    ("routes", index),
+                )
+            split.append((1.0, None))
+            continue
+        if by_source[index] != by_source[0]:
+            first = "source" if by_source[0] else "share"
+            raise KeyedError(
+                f"routes split demand by share or by source, not both: routes.0 has {first}",
+                ("routes", index, "source" if by_source[index] else "share"),
+            )
+        split.append((spec.share, spec.source))
+    if not by_source[0] and specs[0].share is not None:
+        total = math.fsum(share for share, _ in split)
+        if abs(total - 1.0) > SHARE_TOLERANCE:
+            shares = " + ".join(f"{share:g}" for share, _ in split)
+            raise KeyedError(f"route shares sum to {total:.12g} ({shares}), not 1", ("routes",))
+    if by_source[0]:
+        fed: dict[str, int] = {}
+        for index, (_, source) in enumerate(split):
+            if source in fed:
+                raise KeyedError(
+                    f"source {source!r} already feeds routes.{fed[source]}"
+                    f" ({specs[fed[source]].name!r}): each source feeds one route",
+                    ("routes", index, "source"),
+                )
+            fed[source] = index
+        needs = {
+            "signup": scenario.population.requests_per_signup > 0,
+            "steady": _steady_demand(scenario),
+        }
+        for source, demand in needs.items():
+            if demand and source not in fed:
+                what = (
+                    "population.requests_per_signup > 0 makes sign-up demand"
+                    if source == "signup"
+                    else "requests_per_user or [arrivals] make steady demand"
+                )
+                raise KeyedError(f'{what}, but no route has source = "{source}"', ("routes",))
+    return split
+
+
+def _routes(scenario: Scenario, tiers: dict[str, Tier]) -> list[Route]:
+    specs = scenario.routes
+    if not specs:
+        if len(tiers) > 1:
+            raise KeyedError(
+                f"{len(tiers)} tiers and no [[routes]]: with several tiers, [[routes]] say which"
+                " tiers a request calls",
+                ("tiers",),
+            )
+        ((name, tier),) = tiers.items()
+        if tier.kind == "provider":
+            raise KeyedError(
+                f"the only tier {name!r} is a provider: a request enters at a pool of ours",
+                ("tiers", name, "rate_limit"),
+            )
+        return [Route(name, 1.0, None, "sync", (Call(name, None),))]
+    names: dict[str, int] = {}
+    for index, spec in enumerate(specs):
+        if spec.name in names:
+            raise KeyedError(
+                f"route name {spec.name!r} is taken by routes.{names[spec.name]}",
+                ("routes", index, "name"),
+            )
+        names[spec.name] = index
+    split = _split_demand(scenario, specs)
+    return [
+        Route(spec.name, share, source, spec.mode, _calls(index, spec, tiers))
+        for index, (spec, (share, source)) in enumerate(zip(specs, split, strict=True))
+    ]
+
+
+def _control_tier(
+    control: BaseModel, loc: tuple, tiers: dict[str, Tier], entry: str, capacity: bool
+) -> BaseModel:
+    """The control with its tier resolved (default: the entry tier) and checked."""
+    name = control.tier if control.tier is not None else entry
+    tier = tiers.get(name)
+    if tier is None:
+        raise KeyedError(f"unknown tier {name!r}{_hint(name, list(tiers))}", (*loc, "tier"))
+    if capacity and tier.kind == "provider":
+        raise KeyedError(
+            f"{name!r} is a provider: it has no servers to change (capacity controls apply to"
+            " pools; a fault may strike a provider)",
+            (*loc, "tier"),
+        )
+    return control if control.tier == name else control.model_copy(update={"tier": name})
+
+
+def _graph(scenario: Scenario) -> tuple[dict[str, Tier], list[Route]]:
+    """The tiers and routes of a scenario, checked, and its controls' tiers resolved."""
+    given = scenario.service_table
+    if given is not None and scenario.tiers:
+        raise KeyedError(
+            "[service] and [tiers] are two spellings of the pools: with tiers, declare every"
+            " pool as [tiers.NAME] (write [service] as [tiers.service])",
+            ("service",),
+        )
+    if given is None and not scenario.tiers:
+        raise KeyedError(
+            "missing required table 'service' (or [tiers.NAME] tables of pools and providers)",
+            ("service",),
+        )
+    declared = {"service": given} if given is not None else scenario.tiers
+    tiers = {name: _tier(name, table) for name, table in declared.items()}
+    routes = _routes(scenario, tiers)
+    entry = routes[0].calls[0].tier
+    capacity = scenario.capacity
+    changes = [
+        _control_tier(change, ("capacity", "change", index), tiers, entry, True)
+        for index, change in enumerate(capacity.change)
+    ]
+    planner, autoscale = (
+        None if control is None else _control_tier(control, ("capacity", key), tiers, entry, True)
+        for key, control in (("planner", capacity.planner), ("autoscale", capacity.autoscale))
+    )
+    faults = [
+        _control_tier(fault, ("faults", index), tiers, entry, False)
+        for index, fault in enumerate(scenario.faults)
+    ]
+    # The scenario is being built: its tables take their resolved controls before it is frozen.
+    object.__setattr__(
+        scenario,
+        "capacity",
+        capacity.model_copy(update={"change": changes, "planner": planner, "autoscale": autoscale}),
+    )
+    object.__setattr__(scenario, "faults", faults)
+    return tiers, routes
+
+
+def _tier_names(value: object) -> object:
+    if isinstance(value, dict):
+        if len(value) > MAX_TIERS:
+            raise ValueError(f"at most {MAX_TIERS} tiers, got {len(value)}")
+        for name in value:
+            if not (
+                isinstance(name, str) and re.fullmatch(NAME_PATTERN, name) and len(name) <= 100
+            ):
+                raise KeyedError(
+                    "a tier name is letters, digits, '_' and '-', starting with a letter or digit"
+                    f" (it prefixes timeseries columns, TIER.queue); got {shown(name)}",
+                    (name,),
+                )
+    return value
+
+
 class Scenario(_Section):
     """A whole validated scenario. Build it with `load_scenario`."""
+
+    # The file's [service] is `service_table`; `service` is the entry tier's pool, however
+    # the pools are spelled (see the module docstring).
+    model_config = ConfigDict(serialize_by_alias=True)
 
     scenario: ScenarioMeta
     arrivals: Arrivals = Arrivals()
     population: Population | None = None
-    service: Service
+    service_table: Service | None = Field(
+        default=None,
+        alias="service",
+        description="The server pool of a single-pool scenario (with [tiers]: none).",
+    )
+    tiers: Annotated[dict[str, TierTable], BeforeValidator(_tier_names)] = Field(
+        default_factory=dict,
+        description="The service graph's tiers by name: pools (the keys of [service]) or, with"
+        " rate_limit, external providers.",
+        json_schema_extra={"propertyNames": {"pattern": NAME_PATTERN, "maxLength": 100}},
+    )
+    routes: list[RouteSpec] = Field(
+        default_factory=list,
+        max_length=MAX_TIERS,
+        description="Request classes: their part of fresh demand and the tiers they call.",
+    )
     capacity: Capacity = Capacity()
     faults: list[Fault] = []
     client: Client | None = None
@@ -388,6 +819,59 @@ class Scenario(_Section):
 
     _path: Path | None = PrivateAttr(default=None)
     _raw: dict = PrivateAttr(default_factory=dict)
+    _tier_specs: dict[str, Tier] = PrivateAttr(default_factory=dict)
+    _route_specs: list[Route] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="after")
+    def _resolve_graph(self) -> Scenario:
+        self._tier_specs, self._route_specs = _graph(self)
+        return self
+
+    @property
+    def tier_specs(self) -> dict[str, Tier]:
+        """Every tier by name, in declaration order (one pool "service" without [tiers])."""
+        return self._tier_specs
+
+    @property
+    def route_specs(self) -> list[Route]:
+        """Every route in file order (one default route without [[routes]])."""
+        return self._route_specs
+
+    @property
+    def entry_tier(self) -> str:
+        """The first route's first tier: where controls and faults apply by default."""
+        return self._route_specs[0].calls[0].tier
+
+    @property
+    def service(self) -> Service:
+        """The entry tier's pool: [service] itself in a single-pool scenario."""
+        return self._tier_specs[self.entry_tier].service
+
+    @property
+    def has_graph(self) -> bool:
+        """Whether the scenario is more than the pool "service" behind its one route "service"
+        (share 1, calls ["service"]), whether spelled [service] or [tiers.service]."""
+        if list(self._tier_specs) != ["service"] or len(self._route_specs) != 1:
+            return True
+        route = self._route_specs[0]
+        return not (route.name == "service" and route.share == 1.0)
+
+    def canonical_dump(self) -> dict:
+        """The scenario as JSON data in one spelling: a single pool as [service] (without the
+        controls' resolved `tier`), as before tiers existed; a graph as written."""
+        data = self.model_dump(mode="json")
+        if self.has_graph:
+            return data
+        data.pop("tiers")
+        data.pop("routes")
+        data["service"] = self.service.model_dump(mode="json")
+        capacity = data["capacity"]
+        for control in [*capacity["change"], capacity["planner"], capacity["autoscale"]]:
+            if control is not None:
+                control.pop("tier")
+        for fault in data["faults"]:
+            fault.pop("tier")
+        return data
 
     @property
     def has_demand(self) -> bool:
@@ -409,7 +893,7 @@ class Scenario(_Section):
     @property
     def sha256(self) -> str:
         """Hash of the validated scenario (overrides included), for provenance."""
-        text = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        text = json.dumps(self.canonical_dump(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
     def resolve_path(self, relative: str) -> Path:

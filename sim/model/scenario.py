@@ -34,19 +34,26 @@ from sim.model.fields import (  # noqa: F401 - the models are part of this API
     Arrivals,
     Autoscale,
     Backoff,
+    Call,
+    CallSpec,
     Capacity,
     CapacityChange,
     Client,
     Diurnal,
     Fault,
+    KeyedError,
     Planner,
     Population,
+    Provider,
+    Route,
+    RouteSpec,
     Scenario,
     ScenarioMeta,
     Service,
     ServiceTime,
     Slo,
     Surge,
+    Tier,
 )
 from sim.model.units import (
     format_duration,
@@ -134,7 +141,8 @@ def validate_scenario(
     except ValidationError as err:
         # An unknown key often explains a missing one (a typo): report it first.
         first = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
-        raise _located(_message(first), first["loc"], file, text, overridden) from None
+        loc, kind = _error_loc(first)
+        raise _located(_message(first, loc, kind), loc, file, text, overridden) from None
     if not scenario.has_demand:
         raise _located(
             "no demand: set a rate above 0 or add a [population]",
@@ -209,18 +217,24 @@ def _check_across_keys(scenario: Scenario, file: str | Path, text: str, overridd
 
 
 def scaled_counts(scenario: Scenario) -> list[tuple[tuple, float]]:
-    """The counts of a scenario that `scale` divides into whole simulated ones: the pool's
-    servers, every planned change's servers, a finite queue limit and `lifo_over`.
+    """The counts of a scenario that `scale` divides into whole simulated ones: every pool's
+    servers, finite queue limit and `lifo_over`, and every planned change's servers.
 
     Bounds of the planner and the autoscaler are not among them: they limit decisions that
-    the engines round to whole simulated servers anyway, as they round a fault's share.
+    the engines round to whole simulated servers anyway, as they round a fault's share. A
+    provider's rate limit and burst are rates and a bucket's level: they need not be whole.
     """
-    service = scenario.service
-    counts: list[tuple[tuple, float]] = [(("service", "servers"), float(service.servers))]
-    if math.isfinite(service.queue_limit):
-        counts.append((("service", "queue_limit"), service.queue_limit))
-    if service.lifo_over is not None:
-        counts.append((("service", "lifo_over"), float(service.lifo_over)))
+    counts: list[tuple[tuple, float]] = []
+    for name, tier in scenario.tier_specs.items():
+        if tier.kind != "pool":
+            continue
+        where = ("service",) if scenario.service_table is not None else ("tiers", name)
+        service = tier.service
+        counts.append(((*where, "servers"), float(service.servers)))
+        if math.isfinite(service.queue_limit):
+            counts.append(((*where, "queue_limit"), service.queue_limit))
+        if service.lifo_over is not None:
+            counts.append(((*where, "lifo_over"), float(service.lifo_over)))
     for index, change in enumerate(scenario.capacity.change):
         counts.append((("capacity", "change", index, "servers"), float(change.servers)))
     return counts
@@ -306,6 +320,7 @@ def parse_override(assignment: str) -> tuple[str, Any]:
 def _apply_override(raw: dict, key: str, value: Any) -> None:
     node: Any = raw
     parts = key.split(".")
+    _check_tier_override(raw, parts, key)
     for depth, part in enumerate(parts[:-1]):
         if isinstance(node, list):
             node = _list_item(node, part, key)
@@ -322,6 +337,28 @@ def _apply_override(raw: dict, key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def _check_tier_override(raw: dict, parts: list[str], key: str) -> None:
+    """An override of a tier names a tier of the file, in the file's spelling of the pools."""
+    tiers = raw.get("tiers")
+    if parts[0] == "service" and len(parts) > 1 and tiers and "service" not in raw:
+        raise ScenarioError(
+            "this scenario's pools are [tiers.NAME]: set tiers.NAME.KEY"
+            f" (tiers: {', '.join(map(str, tiers))})",
+            file="--set",
+            key=key,
+        )
+    if parts[0] != "tiers" or len(parts) < 3:
+        return
+    if not isinstance(tiers, dict) or not tiers:
+        spelling = "its pool is [service]: set service.KEY" if "service" in raw else "no [tiers]"
+        raise ScenarioError(f"this scenario has no [tiers]; {spelling}", file="--set", key=key)
+    if parts[1] not in tiers:
+        known = [str(name) for name in tiers]
+        close = difflib.get_close_matches(parts[1], known, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"tiers: {', '.join(known)}"
+        raise ScenarioError(f"unknown tier {parts[1]!r} ({hint})", file="--set", key=key)
+
+
 def _list_item(items: list, part: str, key: str) -> Any:
     if not part.isdigit() or int(part) >= len(items):
         raise ScenarioError(
@@ -330,15 +367,43 @@ def _list_item(items: list, part: str, key: str) -> Any:
     return items[int(part)]
 
 
-def _message(error: dict) -> str:
-    kind, loc = error["type"], error["loc"]
+def _error_loc(error: dict) -> tuple[tuple, str | None]:
+    """The key path an error blames, and the kind of tier ("pool" or "provider") it lies in.
+
+    A check that names its key (KeyedError) extends the path of the model it ran in; the tag
+    that the tiers' union puts after a tier's name is no key of the file.
+    """
+    loc = tuple(error["loc"])
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, KeyedError):
+        loc = (*loc, *cause.loc)
+    kind = None
+    if len(loc) >= 3 and loc[0] == "tiers" and loc[2] in ("pool", "provider"):
+        kind, loc = loc[2], (*loc[:2], *loc[3:])
+    return loc, kind
+
+
+def _message(error: dict, loc: tuple | None = None, tier_kind: str | None = None) -> str:
+    kind = error["type"]
+    loc = tuple(error["loc"]) if loc is None else loc
+    if kind == "extra_forbidden" and tier_kind == "provider" and loc[-1] in Service.model_fields:
+        return (
+            f"a provider (a tier with rate_limit) has no {loc[-1]!r}: it is not a pool of ours;"
+            " it takes rate_limit, burst and time (drop rate_limit to make it a pool)"
+        )
     if kind == "extra_forbidden":
-        return f"unknown key {loc[-1]!r}{_did_you_mean(loc)}"
+        return f"unknown key {loc[-1]!r}{_did_you_mean(loc, tier_kind)}"
     if kind == "missing":
-        what = "table" if _field_model(loc) is not None else "key"
-        return f"missing required {what} {loc[-1]!r}"
+        what = "table" if _field_model(loc, tier_kind) is not None else "key"
+        hint = " (a pool needs servers; a provider has rate_limit)" if tier_kind == "pool" else ""
+        return f"missing required {what} {loc[-1]!r}{hint if loc[-1] == 'servers' else ''}"
     if kind in ("model_type", "dict_type"):
         return f"expected a table ([section] or {{ key = value }}), got {shown(error['input'])}"
+    if kind == "string_pattern_mismatch" and loc[-1] == "name" and loc[0] == "routes":
+        return (
+            "a route name is letters, digits, '_' and '-', starting with a letter or digit "
+            f"(it prefixes timeseries columns, ROUTE.success_ratio); got {shown(error['input'])}"
+        )
     if kind == "string_pattern_mismatch" and loc[-1] == "name":
         return (
             "a name is letters, digits, '.', '_' and '-', starting with a letter or digit "
@@ -356,34 +421,37 @@ def _message(error: dict) -> str:
     return message
 
 
-def _did_you_mean(loc: tuple) -> str:
-    model: Any = Scenario
-    for part in loc[:-1]:
-        if isinstance(part, int):
-            continue
-        field = model.model_fields.get(part) if hasattr(model, "model_fields") else None
-        if field is None:
-            return ""
-        model = _model_of(field.annotation)
-        if model is None:
-            return ""
-    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
-    return (
-        f" (did you mean {close[0]!r}?)"
-        if close
-        else f" (known keys: {', '.join(model.model_fields)})"
-    )
+def _did_you_mean(loc: tuple, tier_kind: str | None = None) -> str:
+    model = _field_model(loc[:-1], tier_kind)
+    if model is None:
+        return ""
+    keys = list(_keys(model))
+    close = difflib.get_close_matches(str(loc[-1]), keys, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(keys)})"
 
 
-def _field_model(loc: tuple) -> Any:
+def _keys(model: Any) -> dict[str, Any]:
+    """A model's fields by the key a file spells them with (its alias, if any)."""
+    return {field.alias or name: field for name, field in model.model_fields.items()}
+
+
+def _field_model(loc: tuple, tier_kind: str | None = None) -> Any:
     """The model (table) the key at `loc` holds, or None when it holds a plain value."""
     model: Any = Scenario
-    for part in loc:
+    parts = list(loc)
+    while parts:
+        part = parts.pop(0)
         if isinstance(part, int):
             continue
-        field = model.model_fields.get(part) if hasattr(model, "model_fields") else None
+        field = _keys(model).get(part) if hasattr(model, "model_fields") else None
         if field is None:
             return None
+        if model is Scenario and part == "tiers":
+            if not parts:
+                return None  # the table of tiers holds tables by name, not keys
+            parts.pop(0)  # the tier's name
+            model = Provider if tier_kind == "provider" else Service
+            continue
         model = _model_of(field.annotation)
         if model is None:
             return None
@@ -486,4 +554,6 @@ def json_schema() -> dict:
     """The JSON Schema of scenario files (strict JSON: no Infinity)."""
     schema = _standard_schema(Scenario.model_json_schema())
     schema["title"] = "outage-sim scenario"
+    # The pools are [service] or [tiers.NAME], never both (the models check the rest).
+    schema["oneOf"] = [{"required": ["service"]}, {"required": ["tiers"]}]
     return schema
