@@ -426,7 +426,9 @@ def _did_you_mean(loc: tuple, tier_kind: str | None = None) -> str:
     if model is None:
         return ""
     keys = list(_keys(model))
-    close = difflib.get_close_matches(str(loc[-1]), keys, n=1)
+    # A tier's kind follows from rate_limit: a typo may be of the other kind's key.
+    either = {*_keys(Service), *_keys(Provider)} if tier_kind else keys
+    close = difflib.get_close_matches(str(loc[-1]), sorted(either), n=1)
     return f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(keys)})"
 
 
@@ -508,7 +510,9 @@ def locate_key(text: str, loc: tuple) -> int | None:
             continue
         if match := _TABLE_RE.match(line):
             table = _split_key(match.group(1))
-            lines.setdefault(table, number)
+            # [tiers.api] also places the table `tiers`, which it defines implicitly.
+            for depth in range(1, len(table) + 1):
+                lines.setdefault(table[:depth], number)
             continue
         if match := _KEY_RE.match(line):
             path = (*table, *_split_key(match.group(1)))
@@ -526,8 +530,12 @@ def locate_key(text: str, loc: tuple) -> int | None:
     return None
 
 
+_KEY_PART_RE = re.compile(r"\s*+(?:\"[^\"]*+\"|'[^']*+')\s*+|[^.]++")
+
+
 def _split_key(key: str) -> tuple:
-    return tuple(part.strip().strip("\"'") for part in key.split("."))
+    """'tiers."d.b" . x' -> ('tiers', 'd.b', 'x'): dots inside quotes do not split."""
+    return tuple(part.strip().strip("\"'") for part in _KEY_PART_RE.findall(key))
 
 
 _BOUND_KEYWORDS = {
