@@ -169,6 +169,15 @@ def test_the_issue_example_resolves_tiers_routes_and_call_policies() -> None:
     assert scenario.has_graph is True
 
 
+def test_the_entry_call_may_be_a_table_naming_only_its_tier_and_mode_may_be_async() -> None:
+    """{ tier = NAME } is accepted as the first call (no policy); mode = "async" is kept."""
+    text = GRAPH.replace(
+        'calls = ["api", "db"]', 'calls = [{ tier = "api" }, "db"]\nmode = "async"'
+    )
+    message = parse_scenario(text).route_specs[0]
+    assert message.calls[0].client is None and message.mode == "async"
+
+
 def test_burst_defaults_to_one_second_of_the_rate_limit_and_at_least_one_call() -> None:
     """A provider without burst holds one second of calls (one call when slower than 1/s)."""
     text = GRAPH.replace("burst = 200\n", "")
