@@ -408,12 +408,14 @@ def _schema_allows(schema: dict, data: dict, path: str = "") -> list[str]:
 
 
 def test_schema_describes_every_section_and_forbids_extras() -> None:
-    """The schema lists DESIGN.md's sections, requires scenario and service, forbids extras."""
+    """The schema lists DESIGN.md's sections, requires scenario and one of service or tiers,
+    forbids extras."""
     schema = json_schema()
     assert schema["title"] == "outage-sim scenario"
-    assert set(schema["required"]) == {"scenario", "service"}
+    assert set(schema["required"]) == {"scenario"}
+    assert {tuple(option["required"]) for option in schema["oneOf"]} == {("service",), ("tiers",)}
     for section in ("scenario", "arrivals", "population", "service", "capacity", "faults",
-                    "client", "slo"):  # fmt: skip
+                    "client", "slo", "tiers", "routes"):  # fmt: skip
         assert section in schema["properties"]
     assert schema["additionalProperties"] is False
     for name, definition in schema["$defs"].items():
