@@ -19,10 +19,10 @@ from sim.analysis.outages import analyse_outages
 from sim.analysis.warnings import scenario_warnings
 from sim.engine.des import DesEngine
 from sim.engine.fluid import FluidEngine
-from sim.errors import RunTooLargeError
+from sim.errors import RunTooLargeError, ScenarioError
 from sim.model.fields import MAX_SCALE
 from sim.model.parameters import scenario_parameters, scenario_slo
-from sim.model.scenario import Scenario, scaled_counts, working_scales
+from sim.model.scenario import Scenario, locate_key, scaled_counts, working_scales
 from sim.model.units import format_duration
 from sim.model.workload import Demand
 
@@ -54,6 +54,23 @@ def estimate_requests(scenario: Scenario, demand: Demand | None = None) -> float
         )
     retries = scenario.client.retries if scenario.client else 0
     return fresh * (1 + min(retries, 1))
+
+
+def check_runnable(scenario: Scenario) -> None:
+    """Refuse a service graph (several tiers or routes): scenario files may describe one, but
+    the engines simulate a single pool so far, and running only its entry tier would answer
+    a question nobody asked."""
+    if not scenario.has_graph:
+        return
+    path = scenario.path
+    text = path.read_text(encoding="utf-8") if path is not None and path.is_file() else ""
+    raise ScenarioError(
+        "the engines do not simulate a service graph yet (several tiers or routes): describe "
+        "the service as one pool, [service] or a single [tiers.NAME]",
+        file=path if path is not None else "<scenario>",
+        key="tiers",
+        line=locate_key(text, ("tiers",)) if text else None,
+    )
 
 
 def check_size(scenario: Scenario, demand: Demand | None = None, force: bool = False) -> float:
@@ -94,6 +111,7 @@ def simulate(
     """Run a scenario with its engine and return the Result (nothing is written); `demand`,
     when the caller has built it already, saves building it again."""
     wall_start = time.perf_counter()
+    check_runnable(scenario)
     demand = demand or Demand(scenario)
     check_size(scenario, demand, force=force)
     meta = scenario.scenario

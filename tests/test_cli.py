@@ -329,3 +329,40 @@ def test_interrupted_run_writes_what_it_has_and_exits_130(
     summary = json.loads((out / "summary.json").read_text())
     assert summary["interrupted"] is True
     assert 0 < summary["duration_s"] < 600
+
+
+GRAPH_TEXT = """\
+[scenario]
+name = "graph"
+duration = "1h"
+
+[arrivals]
+rate = "5/s"
+
+[tiers.api]
+servers = 4
+time = { dist = "exponential", mean = "100ms" }
+
+[tiers.db]
+servers = 2
+time = { dist = "exponential", mean = "50ms" }
+
+[[routes]]
+name = "read"
+share = 1
+calls = ["api", "db"]
+"""
+
+
+def test_a_service_graph_is_refused_not_run_as_its_entry_pool(tmp_path) -> None:
+    """Until the engines simulate tiers, a graph is not answered as if it were one pool:
+    `run` exits 2 naming the file, the key and its line, with no traceback, and writes nothing."""
+    path = tmp_path / "graph.toml"
+    path.write_text(GRAPH_TEXT)
+    out = tmp_path / "out"
+    result = _invoke("run", path, "--out", out)
+    assert result.exit_code == 2, result.output
+    assert f"{path}:8: [tiers]" in result.output
+    assert "service graph" in result.output
+    assert "Traceback" not in result.output
+    assert not out.exists()
