@@ -9,15 +9,18 @@ count as slow. A bin breaches a criterion when its estimate misses the target AN
 are more than chance: a one-sided exact binomial test (scipy) rejects, at ALPHA = 0.001,
 that the true miss rate is within the budget (1 - success_ratio failures, 1% slower than the
 p99 target). The test is run on the bin alone and on the windows of 1, 4 and 16 min_durations
-that end at it or start at it (shortest first, leaving out bins a shorter one found, and
-each half of a window missing the budget as well, so that a sharp outage does not lend its
-evidence to the noise beside it), so a sharp outage is found in its first bin, a milder one
-(5x the budget) within about one min_duration and a mild chronic excess (2x) over longer
-windows, while a bin with two failures out of 160 in a service failing 0.1% of the time (11x
-inside a 1% budget) is noise, not an outage: the phantom outages a plain point estimate finds
-there. A service whose true miss rate is inside its budget passes every window, however
-long; one exactly at its budget breaches a bin at most 7 x ALPHA of the time. Counts are
-tested in simulated requests (real / scale): that is the sample the run drew. The fluid
+that end at it or start at it (leaving out the bins significant alone, and each half of a
+window missing the budget as well, so that a sharp outage does not lend its evidence to the
+noise beside it), so a sharp outage is found in its first bin, a milder one (5x the budget)
+within about one min_duration and a mild chronic excess (2x) over longer windows. A bin
+found by a window breaches with it even where its own small sample fell under the budget,
+except at the ends of a run of such bins (so a mild excess is one outage, not fragments,
+and a window never stretches an outage into healthy bins), while a bin with two failures
+out of 160 in a service failing 0.1% of the time (11x inside a 1% budget) is noise, not an
+outage: the phantom outages a plain point estimate finds there. A service whose true miss
+rate is inside its budget passes every window, however long; one exactly at its budget
+breaches a bin at most 7 x ALPHA of the time. Counts are tested in simulated requests
+(real / scale): that is the sample the run drew. The fluid
 engine has no sampling noise, so there the point estimate decides alone.
 
 A bin with fewer than half of its fresh requests judged (fates still open when the run ended)
@@ -79,15 +82,20 @@ def _budget_test(misses: np.ndarray, judged: np.ndarray, budget: float, window: 
     of the healthy bins around it."""
     n_bins = len(misses)
     index = np.arange(n_bins)
-    significant = np.zeros(n_bins, dtype=bool)
-    for length in [1, *sorted({min(window * m, n_bins) for m in WINDOWS} - {1})]:
-        sums = (
-            np.concatenate([[0.0], np.cumsum(np.where(significant, 0.0, misses))]),
-            np.concatenate([[0.0], np.cumsum(np.where(significant, 0.0, judged))]),
-        )
-        if length == 1:
-            significant |= _rejects(sums, index, index + 1, budget)
-            continue
+    whole = (
+        np.concatenate([[0.0], np.cumsum(misses)]),
+        np.concatenate([[0.0], np.cumsum(judged)]),
+    )
+    sharp = _rejects(whole, index, index + 1, budget)
+    # Windows leave out the bins that are significant alone (a sharp outage), so that its
+    # evidence is not lent to its neighbours; bins found only by a window stay in the longer
+    # windows, since leaving out the high ones of a mild excess would bias the rest low.
+    sums = (
+        np.concatenate([[0.0], np.cumsum(np.where(sharp, 0.0, misses))]),
+        np.concatenate([[0.0], np.cumsum(np.where(sharp, 0.0, judged))]),
+    )
+    significant = sharp.copy()
+    for length in sorted({min(window * m, n_bins) for m in WINDOWS} - {1}):
         significant |= _rejects(sums, np.maximum(index - length + 1, 0), index + 1, budget)
         significant |= _rejects(sums, index, np.minimum(index + length, n_bins), budget)
     return significant
@@ -108,6 +116,21 @@ def _rejects(sums: tuple, first: np.ndarray, last: np.ndarray, budget: float) ->
     for a, b in ((first, middle), (middle, last)):
         sustained &= (last - first < 2) | (k_sum[b] - k_sum[a] > budget * (n_sum[b] - n_sum[a]))
     return (n > 0) & (p_value < ALPHA) & sustained
+
+
+def _trimmed(significant: np.ndarray, point: np.ndarray) -> np.ndarray:
+    """Each run of significant bins without its ends whose own point estimate is inside the
+    budget: inside a run a bin breaches with its window even where its own small sample fell
+    under the budget (else a mild excess breaks into fragments), but a run neither starts
+    nor ends on such a bin (else a window would stretch an outage into healthy bins)."""
+    out = significant.copy()
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], significant.astype(int), [0]])))
+    for first, end in zip(edges[::2], edges[1::2], strict=True):
+        hits = np.flatnonzero(point[first:end])
+        out[first:end] = False
+        if len(hits):
+            out[first + hits[0] : first + hits[-1] + 1] = True
+    return out
 
 
 def share_slower(target_s: float, p50, p95, p99) -> np.ndarray:
@@ -157,7 +180,8 @@ def bin_verdicts(scenario: Scenario, ts: Timeseries) -> dict[str, np.ndarray]:
         point = misses > budget * judged + 1e-9 * judged
         if per_sample is None or not n_bins:
             return point
-        return point & _budget_test(misses / per_sample, judged / per_sample, budget, window)
+        significant = _budget_test(misses / per_sample, judged / per_sample, budget, window)
+        return _trimmed(significant, point)
 
     success = judge(failed, ok + failed, 1.0 - slo.success_ratio)
     latency = np.zeros(n_bins, dtype=bool)

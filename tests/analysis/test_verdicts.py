@@ -230,16 +230,24 @@ min_duration = "2min"
 """
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3, 5, 7, 8])
 @pytest.mark.parametrize("with_fault", [True, False])
-def test_an_slo_the_idle_service_misses_is_chronic_not_metastable(with_fault: bool) -> None:
+def test_an_slo_the_idle_service_misses_is_chronic_not_metastable(with_fault, seed) -> None:
     """Item 2: exp(1 s) service (p99 4.6 s) against a 4 s target at 50% load: the outage runs
-    from the first minutes, is chronic, breaches latency, and is never called metastable."""
+    from the first minutes to the last, is chronic, breaches latency, and is never called
+    metastable, whatever the seed. (About 1.8% of requests are slow against a 1% budget, so a
+    one-minute bin's 300 requests often fall under the budget by chance: seeds 3 and 7 once
+    broke the outage into fragments, which were then read as metastable after the fault and
+    spontaneous without it.)"""
     fault = '[[faults]]\nat = "20min"\nduration = "5min"\ncapacity_factor = 0.5\n\n'
     assert fault in CHRONIC
     text = CHRONIC if with_fault else CHRONIC.replace(fault, "")
+    text = text.replace("seed = 1\n", f"seed = {seed}\n")
     summary = sim.simulate(parse_scenario(text)).summary
     outages = summary["outages"]
-    assert outages and outages[0]["start_s"] <= 180
+    assert len(outages) == 1
+    # From within min_duration (2 min) of the start to within min_duration of the end.
+    assert outages[0]["start_s"] <= 180 and outages[0]["end_s"] >= 3600 - 180
     assert {o["cause"] for o in outages} == {"chronic"}
     assert {o["criterion"] for o in outages} == {"latency"}
     assert summary["metastable"] is not True
