@@ -184,17 +184,39 @@ def test_surges_and_faults_split_the_run_into_steady_stretches() -> None:
     assert "p_wait" not in expected  # not stationary as a whole
 
 
+SEEDS = range(1, 21)
+# A 95% interval misses its true value in 1 run of 20 on average; 15 of 20 or more hold with
+# probability 0.9997 when the coverage is right (binomial), and 0.02 when the model and the
+# run differ enough that each interval holds half the time.
+MIN_AGREEING = 15
+
+
+def _compare_rows(overrides: dict) -> list[list[dict]]:
+    """summary.theory.compare of the 6 h M/M/10 run (λ = 9, μ = 1) for each of SEEDS."""
+    runs = []
+    for seed in SEEDS:
+        scenario = load_scenario(
+            REPO / "scenarios" / "mmc.toml",
+            overrides={"scenario.duration": "6h", "scenario.seed": seed, **overrides},
+        )
+        runs.append(sim.simulate(scenario).summary["theory"]["compare"])
+    return runs
+
+
 def test_compare_puts_theory_inside_the_runs_interval() -> None:
-    """The run of M/M/10 at λ = 9 (6 h) has Erlang C's utilisation and mean wait inside its
-    batch-means 95% intervals."""
-    scenario = load_scenario(REPO / "scenarios" / "mmc.toml", overrides={"scenario.duration": "6h"})
-    rows = sim.simulate(scenario).summary["theory"]["compare"]
-    by_figure = {row["figure"]: row for row in rows}
-    assert set(by_figure) >= {"utilization", "wait_mean_s", "queue_mean"}
-    for row in rows:
-        assert row["ci_low"] < row["simulated"] < row["ci_high"]
-        assert row["agrees"] == (row["ci_low"] <= row["theory"] <= row["ci_high"])
-    assert by_figure["wait_mean_s"]["agrees"]
+    """Runs of M/M/10 at λ = 9 (6 h) have Erlang C's utilisation, mean queue and mean wait
+    inside their batch-means 95% intervals as often as 95% intervals should (a single seed
+    misses now and then: seed 1 misses the wait by 0.012 s)."""
+    runs = _compare_rows({})
+    for rows in runs:
+        by_figure = {row["figure"]: row for row in rows}
+        assert set(by_figure) >= {"utilization", "wait_mean_s", "queue_mean"}
+        for row in rows:
+            assert row["ci_low"] < row["simulated"] < row["ci_high"]
+            assert row["agrees"] == (row["ci_low"] <= row["theory"] <= row["ci_high"])
+    for figure in ("utilization", "wait_mean_s", "queue_mean"):
+        agreeing = sum(r["agrees"] for rows in runs for r in rows if r["figure"] == figure)
+        assert agreeing >= MIN_AGREEING, (figure, agreeing)
 
 
 def test_compare_disagrees_when_the_run_is_not_the_model() -> None:
@@ -226,7 +248,8 @@ def test_scenario_warnings_join_both_kinds() -> None:
 
 def test_success_with_a_timeout_is_the_response_tail_and_agrees_with_the_run() -> None:
     """Clients that give up after 2 s and never retry leave the pool M/M/10: success is
-    P(W + S <= 2 s) = 0.6837 (the closed form), and the run's batch-means interval holds it."""
+    P(W + S <= 2 s) = 0.6837 (the closed form), and the runs' batch-means intervals hold it
+    as often as 95% intervals should."""
     scenario = load_scenario(
         REPO / "scenarios" / "mmc.toml",
         overrides={"scenario.duration": "6h", "client.timeout": "2s"},
@@ -235,5 +258,10 @@ def test_success_with_a_timeout_is_the_response_tail_and_agrees_with_the_run() -
     # cμ − λ = μ = 1: W + S > t has probability e^{−t}(1 + C·t), C = Erlang C(10, 9).
     expected = 1 - math.exp(-2.0) * (1 + 2.0 * sim.analysis.theory.erlang_c(10, 9.0))
     assert summary["theory"]["success_ratio"] == pytest.approx(expected, rel=1e-9)
-    row = next(r for r in summary["theory"]["compare"] if r["figure"] == "success_ratio")
-    assert row["agrees"] and row["ci_high"] - row["ci_low"] < 0.1
+    rows = [
+        next(r for r in compare if r["figure"] == "success_ratio")
+        for compare in _compare_rows({"client.timeout": "2s"})
+    ]
+    assert all(row["theory"] == pytest.approx(expected, rel=1e-9) for row in rows)
+    assert all(row["ci_high"] - row["ci_low"] < 0.1 for row in rows)
+    assert sum(row["agrees"] for row in rows) >= MIN_AGREEING
