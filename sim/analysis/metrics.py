@@ -48,6 +48,7 @@ HIST_EDGES = np.logspace(
 )
 HIST_BUCKETS = len(HIST_EDGES) - 1
 QUANTILES = (0.5, 0.95, 0.99)
+SETTLE_BATCH = 256
 # A client bin is decided when its undecided share of fresh requests is below this (the fluid
 # engine's masses are floats; the DES's counts are exact).
 DECIDED_REL = 1e-9
@@ -84,19 +85,25 @@ TIMESERIES_COLUMNS = (
 
 def histogram_percentiles(counts: np.ndarray, quantiles: tuple[float, ...]) -> list[float]:
     """Quantiles from log-bucket counts, interpolated geometrically inside the bucket."""
-    total = counts.sum()
-    if total <= 0:
-        return [math.nan] * len(quantiles)
-    cumulative = np.cumsum(counts)
-    out = []
-    for q in quantiles:
-        rank = q * total
-        index = int(np.searchsorted(cumulative, rank, side="left"))
-        index = min(index, len(counts) - 1)
-        before = cumulative[index - 1] if index else 0
-        inside = (rank - before) / counts[index] if counts[index] else 0.5
-        low, high = HIST_EDGES[index], HIST_EDGES[index + 1]
-        out.append(float(low * (high / low) ** min(max(inside, 0.0), 1.0)))
+    return percentile_rows(np.asarray(counts, dtype=float)[None, :], quantiles)[0].tolist()
+
+
+def percentile_rows(counts: np.ndarray, quantiles: tuple[float, ...]) -> np.ndarray:
+    """`histogram_percentiles` of each row of a (rows, HIST_BUCKETS) array at once: (rows, q),
+    NaN for an empty row."""
+    cumulative = np.cumsum(counts, axis=1)
+    total = cumulative[:, -1:]
+    rank = np.asarray(quantiles)[None, :] * total
+    # The first bucket whose running count reaches the rank (searchsorted, row by row).
+    index = np.minimum((cumulative[:, None, :] < rank[:, :, None]).sum(axis=2), counts.shape[1] - 1)
+    rows = np.arange(len(counts))[:, None]
+    before = np.where(index > 0, cumulative[rows, index - 1], 0.0)
+    inside_count = counts[rows, index]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inside = np.where(inside_count > 0, (rank - before) / inside_count, 0.5)
+    low = HIST_EDGES[index]
+    out = low * (HIST_EDGES[index + 1] / low) ** np.clip(inside, 0.0, 1.0)
+    out[total[:, 0] <= 0] = np.nan
     return out
 
 
@@ -124,7 +131,8 @@ class LatencyBins:
 
     def __init__(self, n_bins: int) -> None:
         self.n_bins = n_bins
-        self.pct = np.full((n_bins, len(QUANTILES)), np.nan)
+        self._pct = np.full((n_bins, len(QUANTILES)), np.nan)
+        self._settling: list[tuple[int, np.ndarray]] = []  # settled, percentiles still to do
         self.open: dict[int, np.ndarray] = {}
         self.settled = np.zeros(n_bins, dtype=bool)
         self.hist = np.zeros(HIST_BUCKETS)  # settled bins, summed
@@ -188,12 +196,30 @@ class LatencyBins:
             hist += counts
 
     def settle(self, b: int) -> None:
-        """Bin b will receive no more latencies: keep its percentiles, free its histogram."""
+        """Bin b will receive no more latencies: keep its percentiles, free its histogram.
+
+        Percentiles are computed for many settled bins at once (one numpy pass over up to
+        SETTLE_BATCH histograms), since bins settle one by one and per-bin numpy calls cost more
+        than the arithmetic."""
         self.settled[b] = True
         hist = self.open.pop(b, None)
         if hist is not None:
-            self.pct[b] = histogram_percentiles(hist, QUANTILES)
             self.hist += hist
+            self._settling.append((b, hist))
+            if len(self._settling) >= SETTLE_BATCH:
+                self._settle_pending()
+
+    def _settle_pending(self) -> None:
+        if self._settling:
+            bins = [b for b, _ in self._settling]
+            self._pct[bins] = percentile_rows(np.stack([h for _, h in self._settling]), QUANTILES)
+            self._settling = []
+
+    @property
+    def pct(self) -> np.ndarray:
+        """(n_bins, 3) p50, p95, p99 of the settled bins (NaN for the others)."""
+        self._settle_pending()
+        return self._pct
 
     def percentiles(self, n: int) -> np.ndarray:
         """(n, 3) p50, p95, p99 of the first n bins (open bins: from what they hold so far)."""

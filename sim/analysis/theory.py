@@ -10,6 +10,7 @@ service-time distribution exactly as the engines draw it (its CDF and quantiles)
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -329,15 +330,7 @@ class ServiceLaw:
         return {"exponential": 1.0, "deterministic": 0.0}.get(self.dist, (self.cv or 0.0) ** 2)
 
     def _frozen(self):
-        if self.dist == "exponential":
-            return stats.expon(scale=self.mean_s)
-        if self.dist == "lognormal":
-            sigma2 = math.log1p(self.cv**2)
-            return stats.lognorm(s=math.sqrt(sigma2), scale=self.mean_s * math.exp(-sigma2 / 2))
-        if self.dist == "gamma":
-            shape = 1.0 / self.cv**2
-            return stats.gamma(a=shape, scale=self.mean_s / shape)
-        return None
+        return _frozen_law(self.dist, self.mean_s, self.cv)
 
     def cdf(self, t_s: float) -> float:
         """P(S <= t_s)."""
@@ -376,6 +369,21 @@ class ServiceLaw:
         density = self._frozen().pdf
         value, _ = integrate.quad(lambda s: density(s) * math.exp(-rate * (t_s - s)), 0.0, t_s)
         return value
+
+
+@functools.cache
+def _frozen_law(dist: str, mean_s: float, cv: float | None):
+    """scipy's frozen distribution of a law (None for deterministic and empirical ones); built
+    once per law, since freezing one costs about a millisecond and a run asks many times."""
+    if dist == "exponential":
+        return stats.expon(scale=mean_s)
+    if dist == "lognormal":
+        sigma2 = math.log1p(cv**2)
+        return stats.lognorm(s=math.sqrt(sigma2), scale=mean_s * math.exp(-sigma2 / 2))
+    if dist == "gamma":
+        shape = 1.0 / cv**2
+        return stats.gamma(a=shape, scale=mean_s / shape)
+    return None
 
 
 def response_tail(law: ServiceLaw, p_wait: float, wait_mean_s: float, t_s: float) -> float:

@@ -8,10 +8,10 @@ until then; so when a control acts, the kernel stands exactly at the control's t
 (`controls.py`) act through `set_planned_servers`, `set_fault` and `observe`.
 
 Between kernel calls the driver refills the random blocks (one numpy Generator per purpose:
-arrivals, service, errors, jitter, throttling, spawned from the scenario's seed) and the arrival
-times, grows arrays when they fill, and copies what the kernel counted into the Recorder: the
-counters of the bins touched since the last copy, the bins the kernel closed, and the latency
-records, in bulk.
+arrivals, service, errors, jitter, throttling, spawned from the scenario's seed; the kernel
+turns the arrival stream's exponentials into arrival times itself), grows arrays when they
+fill, and copies what the kernel counted into the Recorder: the counters of the bins touched
+since the last copy, the bins the kernel closed, and the latency records, in bulk.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from collections.abc import Callable
 import numpy as np
 import simpy
 
-from sim.analysis.metrics import COUNTERS, HIST_BUCKETS, Recorder, bucket_index
+from sim.analysis.metrics import COUNTERS, HIST_BUCKETS, Recorder
 from sim.engine.clients import JITTER_CODES, RETRY_BUDGET_BURST, THROTTLE_SLOTS
 from sim.engine.controls import start_controls
-from sim.engine.kernel import REACHED, advance
+from sim.engine.kernel import REACHED, advance, next_arrival
 from sim.engine.kernel_state import (
     AR_BUSY,
     AR_CAPACITY,
@@ -50,6 +50,7 @@ from sim.engine.kernel_state import (
     CL_TOKENS,
     LAT_CLIENT,
     LAT_SERVER,
+    R_ARRIVAL,
     R_ERRORS,
     R_JITTER,
     R_SERVICE,
@@ -58,9 +59,6 @@ from sim.engine.kernel_state import (
     SF_BIN_S,
     SF_NEXT_EDGE,
     SF_NOW,
-    SI_ARRIVAL_I,
-    SI_ARRIVAL_N,
-    SI_ARRIVALS_DONE,
     SI_BIN,
     SI_CLOSED,
     SI_DIRTY_LO,
@@ -100,7 +98,7 @@ from sim.engine.kernel_state import (
 )
 from sim.engine.kernel_store import close_bin, touch
 from sim.model.scenario import Client, Scenario, Service
-from sim.model.workload import ArrivalSampler, Demand, service_time_draw
+from sim.model.workload import Demand, service_time_draw
 
 ENTRY = 0  # the station (and client) of today's single pool: a graph of one
 # Refill a random block once it is down to a quarter; grow an array once it is three-quarters
@@ -112,22 +110,18 @@ TICK_REQUESTS = 500_000
 Histogram = tuple[int, np.ndarray, float, float]  # (bin, counts on HIST_EDGES, sum_s, max_s)
 
 
-def _histograms(bins: np.ndarray, latencies_s: np.ndarray) -> list[Histogram]:
-    """The latencies bucketed per bin (one pass, no sort), bins ascending."""
-    low = int(bins.min())
-    rel = bins - low
-    n_bins = int(rel.max()) + 1
-    flat = np.bincount(
-        rel * HIST_BUCKETS + bucket_index(latencies_s), minlength=n_bins * HIST_BUCKETS
-    )
-    sums = np.bincount(rel, weights=latencies_s, minlength=n_bins)
-    maxes = np.full(n_bins, -math.inf)
-    np.maximum.at(maxes, rel, latencies_s)
-    counts = flat.reshape(n_bins, HIST_BUCKETS)
-    return [
-        (low + r, counts[r], float(sums[r]), float(maxes[r]))
-        for r in np.flatnonzero(maxes > -math.inf).tolist()
-    ]
+def _histograms(codes: np.ndarray, sums: np.ndarray, maxes: np.ndarray) -> list[Histogram]:
+    """The kernel's latency records (codes bin · HIST_BUCKETS + bucket) as per-bin histograms,
+    bins ascending, with each bin's sum and maximum; those bins' sums and maxima are reset."""
+    low, high = int(codes.min()) // HIST_BUCKETS, int(codes.max()) // HIST_BUCKETS + 1
+    flat = np.bincount(codes - low * HIST_BUCKETS, minlength=(high - low) * HIST_BUCKETS)
+    counts = flat.reshape(high - low, HIST_BUCKETS)
+    out = []
+    for r in np.flatnonzero(counts.any(axis=1)).tolist():
+        b = low + r
+        out.append((b, counts[r], float(sums[b]), float(maxes[b])))
+        sums[b], maxes[b] = 0.0, -math.inf
+    return out
 
 
 class DesEngine:
@@ -143,15 +137,16 @@ class DesEngine:
         arrival_rng, service_rng, error_rng, jitter_rng, throttle_rng = (
             np.random.default_rng(s) for s in np.random.SeedSequence(meta.seed).spawn(5)
         )
-        self.arrivals = ArrivalSampler(demand, self.scale, arrival_rng)
         service = scenario.service
         self.draws: dict[int, Callable[[int], np.ndarray]] = {
+            R_ARRIVAL: arrival_rng.standard_exponential,
             R_JITTER: jitter_rng.random,
             R_ERRORS: error_rng.random,
             R_THROTTLE: throttle_rng.random,
             R_SERVICE + ENTRY: service_time_draw(service.time, service_rng),
         }
-        self.k: KernelState = new_state(1, 1, recorder.n_bins, meta.bin)
+        grid = demand.unit_grid(self.scale)
+        self.k: KernelState = new_state(1, 1, recorder.n_bins, meta.bin, grid)
         self.planned = self.scaled(service.servers)
         self.fault_factor = 1.0
         self.error_base = service.error_rate
@@ -159,6 +154,7 @@ class DesEngine:
         self._configure_client(ENTRY, scenario.client, ENTRY)
         for stream in self.draws:
             self._refill(stream)
+        next_arrival(self.k)
 
     def scaled(self, real_servers: float) -> int:
         """Simulated servers standing for `real_servers` at this run's scale."""
@@ -220,13 +216,6 @@ class DesEngine:
         for stream in self.draws:
             if k.rand_n[stream] - k.rand_pos[stream] < REFILL_BELOW:
                 self._refill(stream)
-        if k.si[SI_ARRIVAL_I] == k.si[SI_ARRIVAL_N] and not k.si[SI_ARRIVALS_DONE]:
-            block = self.arrivals.next_block()
-            if block is None:
-                k.si[SI_ARRIVALS_DONE] = 1
-            else:
-                self.k = k = k._replace(arrivals=np.asarray(block, dtype=np.float64))
-                k.si[SI_ARRIVAL_I], k.si[SI_ARRIVAL_N] = 0, len(k.arrivals)
         if k.si[SI_FREE_N] < len(k.att_i) // 4:
             k = grow_attempts(k, len(k.att_i))
         if len(k.heap_t) - k.si[SI_HEAP_N] < len(k.heap_t) // 4:
@@ -236,7 +225,7 @@ class DesEngine:
         if lane_room(k) < k.lane_id.shape[1] // 4:
             k = grow_lanes(k)
         self.k = k
-        if max(k.si[SI_LAT_CLIENT_N], k.si[SI_LAT_SERVER_N]) > k.lat_v.shape[1] // 2:
+        if max(k.si[SI_LAT_CLIENT_N], k.si[SI_LAT_SERVER_N]) > k.lat_code.shape[1] // 2:
             self._flush_latencies()
 
     def _take_latencies(self) -> tuple[list[Histogram], list[Histogram]]:
@@ -244,7 +233,8 @@ class DesEngine:
         k, out = self.k, []
         for row, index in ((LAT_SERVER, SI_LAT_SERVER_N), (LAT_CLIENT, SI_LAT_CLIENT_N)):
             n = k.si[index]
-            out.append(_histograms(k.lat_b[row, :n], k.lat_v[row, :n]) if n else [])
+            codes = k.lat_code[row, :n]
+            out.append(_histograms(codes, k.lat_sum[row], k.lat_max[row]) if n else [])
             k.si[index] = 0
         return out[0], out[1]
 

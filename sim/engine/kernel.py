@@ -57,14 +57,15 @@ from sim.engine.kernel_state import (
     LAT_CLIENT,
     LAT_SERVER,
     LIVE,
+    R_ARRIVAL,
     R_ERRORS,
     R_SERVICE,
+    SF_NEXT_ARRIVAL,
     SF_NEXT_EDGE,
     SF_NOW,
-    SI_ARRIVAL_I,
-    SI_ARRIVAL_N,
-    SI_ARRIVALS_DONE,
+    SF_UNIT,
     SI_BIN,
+    SI_CELL,
     SI_EVENTS,
     SI_FREE_N,
     SI_HEAP_N,
@@ -86,6 +87,7 @@ from sim.engine.kernel_state import (
     WAITING,
 )
 from sim.engine.kernel_store import (
+    arrival_after,
     close_bins,
     count_fate,
     draw,
@@ -176,6 +178,17 @@ def retry_or_fail(k, a, now):
 
 
 # -- events --------------------------------------------------------------------------------
+@compiled
+def next_arrival(k):
+    """Draw the next fresh arrival's time into SF_NEXT_ARRIVAL (inf once the demand is spent)."""
+    u = k.sf[SF_UNIT] + draw(k.rand, k.rand_pos, R_ARRIVAL)
+    t, cell = arrival_after(k.grid_t, k.grid_low, k.grid_slope, k.grid_mass, k.si[SI_CELL], u)
+    k.sf[SF_UNIT] = u
+    k.si[SI_CELL] = cell
+    # In order even where rounding in a cell's root would step back by an ulp.
+    k.sf[SF_NEXT_ARRIVAL] = max(t, k.sf[SF_NEXT_ARRIVAL])
+
+
 @compiled_inline
 def on_arrival(k, c, now):
     """A fresh request: counted in the current bin, sent as its first attempt."""
@@ -201,12 +214,13 @@ def on_complete(k, a, now):
     s = int(k.cl_f[c, CL_STATION])
     b = k.si[SI_BIN]
     touch(k.st_i, k.st_f, s, now)
-    record_latency(k.lat_v, k.lat_b, k.si, LAT_SERVER, now - k.att_f[a, A_SENT_T], b)
+    lat = k.lat_code, k.lat_sum, k.lat_max, k.si
+    record_latency(*lat, LAT_SERVER, now - k.att_f[a, A_SENT_T], b)
     if k.att_i[a, A_STATE] == LIVE:
         fresh_bin = k.att_i[a, A_FRESH_BIN]
         k.counts[s, C_SUCCEEDED, b] += 1
         count_fate(k.counts, k.si, s, C_FRESH_OK, fresh_bin)
-        record_latency(k.lat_v, k.lat_b, k.si, LAT_CLIENT, now - k.att_f[a, A_FIRST_T], fresh_bin)
+        record_latency(*lat, LAT_CLIENT, now - k.att_f[a, A_FIRST_T], fresh_bin)
         if k.cl_f[c, CL_HAS_BUDGET] != 0.0:
             budget_earn(k, c)
         if k.cl_f[c, CL_HAS_THROTTLE] != 0.0:
@@ -261,13 +275,10 @@ def safe_steps(k):
         room = min(room, k.queue.shape[1] - k.st_i[s, ST_QLEN])
     for c in range(len(k.lane_len)):
         room = min(room, k.lane_id.shape[1] - k.lane_len[c])
-    room = min(room, k.lat_v.shape[1] - max(k.si[SI_LAT_CLIENT_N], k.si[SI_LAT_SERVER_N]))
+    room = min(room, k.lat_code.shape[1] - max(k.si[SI_LAT_CLIENT_N], k.si[SI_LAT_SERVER_N]))
     for stream in range(len(k.rand_n)):
         room = min(room, k.rand_n[stream] - k.rand_pos[stream])
-    steps = room // STEP_MAX
-    if k.si[SI_ARRIVALS_DONE] == 0:
-        steps = min(steps, k.si[SI_ARRIVAL_N] - k.si[SI_ARRIVAL_I])
-    return steps
+    return room // STEP_MAX
 
 
 @compiled
@@ -291,9 +302,8 @@ def next_event(k):
         )
         if deadline < t:
             t, source, index = deadline, SOURCE_LANE, c
-    i = k.si[SI_ARRIVAL_I]
-    if i < k.si[SI_ARRIVAL_N] and k.arrivals[i] < t:
-        t, source = k.arrivals[i], SOURCE_ARRIVAL
+    if k.sf[SF_NEXT_ARRIVAL] < t:
+        t, source = k.sf[SF_NEXT_ARRIVAL], SOURCE_ARRIVAL
     return t, source, index
 
 
@@ -323,8 +333,8 @@ def advance(k, until_s):
         k.sf[SF_NOW] = t
         k.si[SI_EVENTS] += 1
         if source == SOURCE_ARRIVAL:
-            k.si[SI_ARRIVAL_I] += 1
             on_arrival(k, 0, t)
+            next_arrival(k)
         elif source == SOURCE_LANE:
             on_timeout(k, index, t)
         else:

@@ -12,12 +12,18 @@ object but a `KernelState` named tuple of arrays, laid out here:
   timeout lane per client (`lane_*`): deadlines in send order, because a client's timeouts are
   all equal;
 * the attempt table `att_f`/`att_i` (`A_*`), with a free list threaded through `A_NEXT`;
-* the event heap `heap_t`/`heap_i` (`H_*`): completions and retries, ties broken by sequence;
+* the event heap `heap_t`/`heap_i` (`H_*`): completions and retries, ties broken by sequence
+  number;
 * random blocks `rand` (one row per stream, `R_*`; the service stream of station s is row
-  `R_SERVICE + s`) and the arrival times `arrivals`;
+  `R_SERVICE + s`);
+* the fresh demand's grid `grid_t`, `grid_low`, `grid_slope`, `grid_mass` (`Demand.unit_grid`):
+  arrivals are drawn in the kernel by inverting the mean count, from the `R_ARRIVAL` stream of
+  standard exponentials;
 * per-bin results `counts` (`C_*`), `areas` (`AR_*`), `snaps` (`SN_*`), per station;
-* latency records `lat_v`/`lat_b` (value and bin, `LAT_CLIENT` and `LAT_SERVER` rows), which the
-  Python driver folds into the Recorder's histograms.
+* latency records `lat_code` (`LAT_CLIENT` and `LAT_SERVER` rows): each record is its bin and
+  its bucket of the Recorder's histogram edges in one number, bin · HIST_BUCKETS + bucket, so
+  the Python driver folds a whole buffer into per-bin histograms with one `bincount`; the sum
+  and the largest value of each bin's records since the last fold are in `lat_sum`/`lat_max`.
 
 Arrays only ever grow (the driver reallocates them when the kernel asks); their dtypes and
 dimensions never change, so the compiled kernel is reused.
@@ -35,11 +41,12 @@ from sim.engine.clients import THROTTLE_SLOTS
 
 # -- scalars -------------------------------------------------------------------------------
 SI_BIN, SI_N_BINS, SI_CLOSED, SI_HEAP_N, SI_SEQ, SI_FREE, SI_FREE_N, SI_SERIAL = range(8)
-SI_ARRIVAL_I, SI_ARRIVAL_N, SI_ARRIVALS_DONE, SI_EVENTS, SI_DIRTY_LO = range(8, 13)
-SI_LAT_CLIENT_N, SI_LAT_SERVER_N, SI_TIMEOUTS = range(13, 16)
-N_SI = 16
-SF_NOW, SF_NEXT_EDGE, SF_BIN_S = range(3)
-N_SF = 3
+SI_CELL, SI_EVENTS, SI_DIRTY_LO, SI_LAT_CLIENT_N, SI_LAT_SERVER_N, SI_TIMEOUTS = range(8, 14)
+N_SI = 14
+# SF_UNIT: the last point of the unit-rate process whose image is the arrivals;
+# SF_NEXT_ARRIVAL: the next arrival's time (inf when the demand is spent).
+SF_NOW, SF_NEXT_EDGE, SF_BIN_S, SF_UNIT, SF_NEXT_ARRIVAL = range(5)
+N_SF = 5
 
 # -- stations ------------------------------------------------------------------------------
 ST_SERVERS, ST_BUSY, ST_QHEAD, ST_QLEN, ST_LIFO, ST_DROP_EXPIRED, ST_STARTED, ST_WAITED = range(8)
@@ -92,13 +99,15 @@ N_AI = 6
 FREE, LIVE, GONE, WAITING = range(4)
 
 # -- events --------------------------------------------------------------------------------
-H_SEQ, H_KIND, H_ITEM = range(3)
-N_H = 3
+# An event is its time (`heap_t`) and two integers: a sequence number that breaks ties, and its
+# kind and item packed as kind + N_EV · item, so moving an event in the heap moves three numbers.
+H_SEQ, H_EVENT = range(2)
+N_H = 2
 EV_COMPLETE, EV_RETRY = range(2)
+N_EV = 2
 
 # -- random streams ------------------------------------------------------------------------
-R_JITTER, R_ERRORS, R_THROTTLE, R_SERVICE = range(4)
-STREAM_NAMES = ("jitter", "errors", "throttle")
+R_JITTER, R_ERRORS, R_THROTTLE, R_ARRIVAL, R_SERVICE = range(5)
 
 # -- per-bin results -----------------------------------------------------------------------
 # The C_* rows are the Recorder's COUNTERS, in its order.
@@ -150,19 +159,33 @@ KernelState = namedtuple(
         "rand",
         "rand_pos",
         "rand_n",
-        "arrivals",
+        "grid_t",
+        "grid_low",
+        "grid_slope",
+        "grid_mass",
         "counts",
         "areas",
         "snaps",
-        "lat_v",
-        "lat_b",
+        "lat_code",
+        "lat_sum",
+        "lat_max",
     ],
 )
 
 
-def new_state(n_stations: int, n_clients: int, n_bins: int, bin_s: float) -> KernelState:
-    """Empty state for `n_stations` stations and `n_clients` clients; the caller fills the
-    stations' and clients' parameters."""
+NO_DEMAND = (np.array([0.0, 1.0]), np.zeros(1), np.zeros(1), np.zeros(2))
+
+
+def new_state(
+    n_stations: int,
+    n_clients: int,
+    n_bins: int,
+    bin_s: float,
+    grid: tuple[np.ndarray, ...] = NO_DEMAND,
+) -> KernelState:
+    """Empty state for `n_stations` stations and `n_clients` clients, with the demand's `grid`
+    (`Demand.unit_grid`; by default none); the caller fills the stations' and clients'
+    parameters."""
     si = np.zeros(N_SI, dtype=np.int64)
     sf = np.zeros(N_SF, dtype=np.float64)
     si[SI_N_BINS] = n_bins
@@ -195,12 +218,16 @@ def new_state(n_stations: int, n_clients: int, n_bins: int, bin_s: float) -> Ker
         rand=np.zeros((R_SERVICE + n_stations, RAND0)),
         rand_pos=np.zeros(R_SERVICE + n_stations, dtype=np.int64),
         rand_n=np.zeros(R_SERVICE + n_stations, dtype=np.int64),
-        arrivals=np.zeros(0),
+        grid_t=grid[0],
+        grid_low=grid[1],
+        grid_slope=grid[2],
+        grid_mass=grid[3],
         counts=np.zeros((n_stations, N_C, n_bins), dtype=np.int64),
         areas=np.zeros((n_stations, N_AR, n_bins)),
         snaps=np.zeros((n_stations, N_SN, n_bins), dtype=np.int64),
-        lat_v=np.zeros((2, LAT0)),
-        lat_b=np.zeros((2, LAT0), dtype=np.int64),
+        lat_code=np.zeros((2, LAT0), dtype=np.int64),
+        lat_sum=np.zeros((2, n_bins)),
+        lat_max=np.full((2, n_bins), -math.inf),
     )
     return grow_attempts(state, ATTEMPTS0)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+from sim.analysis.metrics import HIST_BUCKETS, HIST_EDGES, HIST_MIN_S, HIST_PER_DECADE
 from sim.engine.kernel_jit import compiled
 from sim.engine.kernel_state import (
     A_BACKOFF_S,
@@ -27,11 +28,11 @@ from sim.engine.kernel_state import (
     AR_QUEUE,
     AR_SERVERS,
     FREE,
-    H_ITEM,
-    H_KIND,
+    H_EVENT,
     H_SEQ,
     LAT_CLIENT,
     LIVE,
+    N_EV,
     SF_BIN_S,
     SF_NEXT_EDGE,
     SI_BIN,
@@ -63,6 +64,9 @@ from sim.engine.kernel_state import (
     STF_SLOWDOWN,
 )
 
+LOG10_HIST_MIN = math.log10(HIST_MIN_S)
+LOG10_2 = math.log10(2.0)
+
 
 # -- small pieces --------------------------------------------------------------------------
 @compiled
@@ -71,6 +75,27 @@ def draw(rand, rand_pos, stream):
     pos = rand_pos[stream]
     rand_pos[stream] = pos + 1
     return rand[stream, pos]
+
+
+@compiled
+def arrival_after(grid_t, grid_low, grid_slope, grid_mass, cell, u):
+    """(time, cell) of the arrival that is the image of point `u` of a unit-rate Poisson
+    process under the inverse of the mean count (`Demand.unit_grid`), searching cells from
+    `cell` on; time inf past the demand's end. The mean count is quadratic in a cell, so its
+    inverse is the root of low·x + slope·x² = y, written to stay exact as slope → 0."""
+    n = len(grid_low)
+    while cell < n and u >= grid_mass[cell + 1]:
+        cell += 1
+    if cell >= n:
+        return math.inf, cell
+    y = u - grid_mass[cell]
+    low, slope = grid_low[cell], grid_slope[cell]
+    width = grid_t[cell + 1] - grid_t[cell]
+    x = 0.0
+    if y > 0.0:
+        denominator = low + math.sqrt(max(low * low + 4.0 * slope * y, 0.0))
+        x = 2.0 * y / denominator if denominator > 0.0 else width
+    return grid_t[cell] + min(x, width), cell
 
 
 @compiled
@@ -127,11 +152,33 @@ def count_fate(counts, si, s, counter, fresh_bin):
 
 
 @compiled
-def record_latency(lat_v, lat_b, si, row, value_s, b):
+def latency_bucket(value_s):
+    """The bucket of the Recorder's HIST_EDGES a latency falls in (out-of-range ones in the end
+    buckets), without a logarithm: a guess from the float's exponent and mantissa (a chord of
+    log2 over [0.5, 1), never more than 1.1 buckets below the true one), then a walk on the
+    edges themselves, so the bucket is exact."""
+    if value_s <= HIST_MIN_S:
+        return 0
+    mantissa, exponent = math.frexp(value_s)
+    log10_guess = (exponent + 2.0 * (mantissa - 1.0)) * LOG10_2
+    index = int((log10_guess - LOG10_HIST_MIN) * HIST_PER_DECADE) - 1
+    index = min(max(index, 0), HIST_BUCKETS - 1)
+    while index < HIST_BUCKETS - 1 and value_s >= HIST_EDGES[index + 1]:
+        index += 1
+    while index > 0 and value_s < HIST_EDGES[index]:
+        index -= 1
+    return index
+
+
+@compiled
+def record_latency(lat_code, lat_sum, lat_max, si, row, value_s, b):
+    """One latency of bin b: its code (bin and bucket), and the bin's sum and maximum."""
     n_index = SI_LAT_CLIENT_N if row == LAT_CLIENT else SI_LAT_SERVER_N
     n = si[n_index]
-    lat_v[row, n] = value_s
-    lat_b[row, n] = b
+    lat_code[row, n] = b * HIST_BUCKETS + latency_bucket(value_s)
+    lat_sum[row, b] += value_s
+    if value_s > lat_max[row, b]:
+        lat_max[row, b] = value_s
     si[n_index] = n + 1
 
 
@@ -161,58 +208,56 @@ def free_attempt(att_i, si, a):
 
 
 # -- the event heap (a binary heap ordered by time, then sequence number) ------------------
-@compiled
-def _before(heap_t, heap_i, i, j):
-    ti, tj = heap_t[i], heap_t[j]
-    return ti < tj or (ti == tj and heap_i[i, H_SEQ] < heap_i[j, H_SEQ])
-
-
-@compiled
-def _swap(heap_t, heap_i, i, j):
-    heap_t[i], heap_t[j] = heap_t[j], heap_t[i]
-    for f in range(3):
-        heap_i[i, f], heap_i[j, f] = heap_i[j, f], heap_i[i, f]
-
-
+# Both sifts move a hole rather than swapping: each level costs one copy, not two.
 @compiled
 def heap_push(heap_t, heap_i, si, t, kind, item):
     i = si[SI_HEAP_N]
     si[SI_HEAP_N] = i + 1
-    si[SI_SEQ] += 1
-    heap_t[i] = t
-    heap_i[i, H_SEQ] = si[SI_SEQ]
-    heap_i[i, H_KIND] = kind
-    heap_i[i, H_ITEM] = item
+    seq = si[SI_SEQ] + 1
+    si[SI_SEQ] = seq
     while i > 0:
         parent = (i - 1) >> 1
-        if not _before(heap_t, heap_i, i, parent):
+        tp = heap_t[parent]
+        if t > tp or (t == tp and seq > heap_i[parent, H_SEQ]):
             break
-        _swap(heap_t, heap_i, i, parent)
+        heap_t[i] = tp
+        heap_i[i, H_SEQ] = heap_i[parent, H_SEQ]
+        heap_i[i, H_EVENT] = heap_i[parent, H_EVENT]
         i = parent
+    heap_t[i] = t
+    heap_i[i, H_SEQ] = seq
+    heap_i[i, H_EVENT] = kind + N_EV * item
 
 
 @compiled
 def heap_pop(heap_t, heap_i, si):
     """Remove the earliest event; return (kind, item)."""
-    kind, item = heap_i[0, H_KIND], heap_i[0, H_ITEM]
+    event = heap_i[0, H_EVENT]
     n = si[SI_HEAP_N] - 1
     si[SI_HEAP_N] = n
     if n > 0:
-        heap_t[0] = heap_t[n]
-        for f in range(3):
-            heap_i[0, f] = heap_i[n, f]
+        t, seq, last = heap_t[n], heap_i[n, H_SEQ], heap_i[n, H_EVENT]
         i = 0
         while True:
             child = 2 * i + 1
             if child >= n:
                 break
-            if child + 1 < n and _before(heap_t, heap_i, child + 1, child):
-                child += 1
-            if not _before(heap_t, heap_i, child, i):
+            tc = heap_t[child]
+            if child + 1 < n:
+                tr = heap_t[child + 1]
+                if tr < tc or (tr == tc and heap_i[child + 1, H_SEQ] < heap_i[child, H_SEQ]):
+                    child += 1
+                    tc = tr
+            if t < tc or (t == tc and seq < heap_i[child, H_SEQ]):
                 break
-            _swap(heap_t, heap_i, i, child)
+            heap_t[i] = tc
+            heap_i[i, H_SEQ] = heap_i[child, H_SEQ]
+            heap_i[i, H_EVENT] = heap_i[child, H_EVENT]
             i = child
-    return kind, item
+        heap_t[i] = t
+        heap_i[i, H_SEQ] = seq
+        heap_i[i, H_EVENT] = last
+    return event % N_EV, event // N_EV
 
 
 # -- queues and timeout lanes (ring buffers) -----------------------------------------------

@@ -258,46 +258,16 @@ class Demand:
         """Expected fresh requests over the whole run (real units)."""
         return float(self.cumulative(self.duration_s))
 
-
-class ArrivalSampler:
-    """Arrival times of a non-homogeneous Poisson process by thinning, in blocks.
-
-    Each grid cell is bounded by the larger of its end rates; candidates are Poisson in the
-    cell, uniform in it, and kept with probability λ(t)/bound. Blocks hold about 64k arrivals.
-    """
-
-    BLOCK = 65536
-
-    def __init__(self, demand: Demand, scale: float, rng: np.random.Generator) -> None:
-        self.demand = demand
-        self.scale = scale
-        self.rng = rng
-        self.bound = np.maximum(demand.left, demand.right) / scale
-        self.width = np.diff(demand.t)
-        self.expected = np.cumsum(self.bound * self.width)
-        self.cell = 0
-
-    def next_block(self) -> list[float] | None:
-        """The next block of arrival times in order, or None after the end of the run."""
-        n_cells = len(self.bound)
-        while self.cell < n_cells:
-            before = self.expected[self.cell - 1] if self.cell else 0.0
-            stop = int(np.searchsorted(self.expected, before + self.BLOCK)) + 1
-            stop = min(max(stop, self.cell + 1), n_cells)
-            cells = np.arange(self.cell, stop)
-            self.cell = stop
-            counts = self.rng.poisson(self.bound[cells] * self.width[cells])
-            if counts.sum() == 0:
-                continue
-            which = np.repeat(cells, counts)
-            times = self.demand.t[which] + self.rng.random(len(which)) * self.width[which]
-            keep = self.rng.random(len(which)) * self.bound[which] * self.scale < self.demand.rate(
-                times
-            )
-            times = np.sort(times[keep])
-            if len(times):
-                return times.tolist()
-        return None
+    def unit_grid(self, scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The grid the DES draws arrivals from, in simulated requests (λ / scale): cell starts
+        `t` (with the end), each cell's rate at its start `low` and `slope` such that the mean
+        count from a cell's start t0 to t0 + x is low·x + slope·x², and the mean count `mass`
+        at each cell start (with the total at the end)."""
+        width = np.diff(self.t)
+        low = self.left / scale
+        slope = (self.right - self.left) / scale / (2 * width)
+        mass = np.concatenate([[0.0], np.cumsum((self.left + self.right) / 2 * width / scale)])
+        return self.t.copy(), low, slope, mass
 
 
 def service_time_draw(

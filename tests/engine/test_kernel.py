@@ -24,7 +24,7 @@ import sim
 import sim.engine.des
 import sim.model.workload
 import sim.run
-from sim.analysis.metrics import Recorder
+from sim.analysis.metrics import HIST_BUCKETS, HIST_EDGES, Recorder
 from sim.engine import clients, kernel_clients, kernel_jit, kernel_store
 from sim.engine import kernel_state as ks
 from sim.engine.des import DesEngine
@@ -261,3 +261,21 @@ def test_run_reaches_a_duration_that_ticks_do_not_divide(monkeypatch) -> None:
     monkeypatch.setattr(engine.env, "step", counted)
     assert engine.run() == duration_s
     assert engine.k.sf[ks.SF_NOW] == duration_s
+
+
+def test_latency_bucket_is_exact_on_the_histogram_edges() -> None:
+    """The kernel's bucket (a guess from the float's exponent, then a walk on the edges) puts
+    every latency in the bucket of HIST_EDGES that holds it, right at the edges too, and
+    out-of-range ones in the end buckets."""
+    rng = np.random.default_rng(11)
+    values = np.concatenate(
+        [
+            10 ** rng.uniform(-4.9, 5.9, 20_000),
+            HIST_EDGES[1:-1],
+            np.nextafter(HIST_EDGES[1:-1], 0.0),
+            np.nextafter(HIST_EDGES[1:-1], np.inf),
+        ]
+    )
+    buckets = np.array([kernel_store.latency_bucket(float(v)) for v in values])
+    assert np.all(HIST_EDGES[buckets] <= values) and np.all(values < HIST_EDGES[buckets + 1])
+    assert [kernel_store.latency_bucket(v) for v in (0.0, 1e-9, 1e9)] == [0, 0, HIST_BUCKETS - 1]

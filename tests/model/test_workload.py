@@ -1,4 +1,5 @@
-"""Demand λ(t) and its thinning sampler: counts, surges, the daily cycle, user populations."""
+"""Demand λ(t) and the kernel's arrival sampler (inversion of the mean count on the demand's
+grid): counts, surges, the daily cycle, user populations."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats
 
+from sim.engine.kernel_store import arrival_after
 from sim.errors import ScenarioError
 from sim.model.scenario import load_scenario, parse_scenario
-from sim.model.workload import DAY_S, ArrivalSampler, Demand
+from sim.model.workload import DAY_S, Demand
 
 SERVICE = '\n[service]\nservers = 1\ntime = { dist = "exponential", mean = 1 }\n'
 
@@ -20,11 +23,20 @@ def _demand(text: str) -> Demand:
 
 
 def _arrivals(demand: Demand, scale: float = 1.0, seed: int = 1) -> np.ndarray:
-    sampler = ArrivalSampler(demand, scale, np.random.default_rng(seed))
-    blocks = []
-    while (block := sampler.next_block()) is not None:
-        blocks.append(block)
-    return np.concatenate(blocks) if blocks else np.empty(0)
+    """The arrival times the kernel draws: each point of a unit-rate Poisson process (running
+    sums of the arrival stream's exponentials) through `arrival_after`, as `next_arrival` does."""
+    grid = demand.unit_grid(scale)
+    total = grid[3][-1]
+    n = int(total + 10 * math.sqrt(total) + 100)
+    units = np.cumsum(np.random.default_rng(seed).standard_exponential(n))
+    assert units[-1] > total  # the demand is spent within the draws
+    times, cell = [], 0
+    for u in units.tolist():
+        t, cell = arrival_after(*grid, cell, u)
+        if t == math.inf:
+            break
+        times.append(t)
+    return np.maximum.accumulate(np.asarray(times))
 
 
 def _assert_poisson_counts(arrivals: np.ndarray, demand: Demand, edges: np.ndarray, scale=1.0):
@@ -63,7 +75,7 @@ rate = "40/s"
 """
 
 
-def test_thinning_counts_match_the_integral_of_the_rate() -> None:
+def test_arrival_counts_match_the_integral_of_the_rate() -> None:
     """Arrivals per 15 min match ∫λ over each window (surges, ramps, daily cycle) in Poisson CIs."""
     demand = _demand(BUSY_DAY)
     arrivals = _arrivals(demand)
@@ -72,11 +84,50 @@ def test_thinning_counts_match_the_integral_of_the_rate() -> None:
     _assert_poisson_counts(arrivals, demand, np.arange(0, DAY_S + 1, 900.0))
 
 
-def test_thinning_at_scale_draws_a_scaled_process() -> None:
+def test_arrivals_at_scale_are_a_scaled_process() -> None:
     """At scale s the sampler draws λ/s (each arrival stands for s real ones)."""
     demand = _demand(BUSY_DAY)
     arrivals = _arrivals(demand, scale=25.0, seed=2)
     _assert_poisson_counts(arrivals, demand, np.arange(0, DAY_S + 1, 3600.0), scale=25.0)
+
+
+def test_gaps_at_a_constant_rate_are_exponential() -> None:
+    """At a constant rate, gaps between arrivals are exponential with mean 1/λ (KS test at 1%,
+    seed fixed): the inversion adds no structure inside or across the grid's cells."""
+    demand = _demand(
+        '[scenario]\nname = "w"\nduration = "2h"\nbin = "1min"\n[arrivals]\nrate = 7\n'
+    )
+    gaps = np.diff(_arrivals(demand, seed=4))
+    assert stats.kstest(gaps, "expon", args=(0, 1 / 7)).pvalue > 0.01
+
+
+def test_arrivals_on_a_ramp_follow_the_quadratic_mean_count() -> None:
+    """On a rate climbing linearly from 1/s to 200/s, the counts in 6 s windows (a tenth of the
+    grid's 60 s cells) follow the integral of the ramp: the root of each cell's quadratic,
+    not its mean rate spread evenly (which would miss by about 10% at the cells' ends)."""
+    text = """\
+[scenario]
+name = "w"
+duration = "10min"
+bin = "10min"
+
+[arrivals]
+rate = 1
+
+[[arrivals.surge]]
+at = 0
+duration = "20min"
+factor = 200
+ramp = "10min"
+"""
+    demand = _demand(text)
+    assert demand.rate(300.0) == pytest.approx(100.5)
+    arrivals = np.concatenate([_arrivals(demand, seed=seed) for seed in range(1, 6)])
+    edges = np.linspace(0.0, 600.0, 101)
+    counts = np.histogram(arrivals, bins=edges)[0]
+    expected = 5 * np.diff(demand.cumulative(edges))
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < stats.chi2.ppf(0.999, df=len(counts))
 
 
 def test_same_rng_seed_gives_the_same_arrivals() -> None:
