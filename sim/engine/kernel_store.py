@@ -262,9 +262,16 @@ def heap_pop(heap_t, heap_i, si):
 
 # -- queues and timeout lanes (ring buffers) -----------------------------------------------
 @compiled
+def _wrap(i, cap):
+    """i mod cap for 0 <= i < 2·cap (a ring's head plus at most its length): a compare, not an
+    integer division, which the event loop would pay several times per request."""
+    return i - cap if i >= cap else i
+
+
+@compiled
 def queue_push(queue, st_i, s, a):
     cap = queue.shape[1]
-    queue[s, (st_i[s, ST_QHEAD] + st_i[s, ST_QLEN]) % cap] = a
+    queue[s, _wrap(st_i[s, ST_QHEAD] + st_i[s, ST_QLEN], cap)] = a
     st_i[s, ST_QLEN] += 1
 
 
@@ -274,9 +281,9 @@ def queue_take(queue, st_i, st_f, s):
     cap, n = queue.shape[1], st_i[s, ST_QLEN]
     st_i[s, ST_QLEN] = n - 1
     if st_i[s, ST_LIFO] == 1 or n > st_f[s, STF_LIFO_OVER]:
-        return queue[s, (st_i[s, ST_QHEAD] + n - 1) % cap]
+        return queue[s, _wrap(st_i[s, ST_QHEAD] + n - 1, cap)]
     head = st_i[s, ST_QHEAD]
-    st_i[s, ST_QHEAD] = (head + 1) % cap
+    st_i[s, ST_QHEAD] = _wrap(head + 1, cap)
     return queue[s, head]
 
 
@@ -284,7 +291,7 @@ def queue_take(queue, st_i, st_f, s):
 def lane_push(k, c, a):
     """Attempt `a` joins client c's timeout lane (deadlines in send order)."""
     cap = k.lane_id.shape[1]
-    i = (k.lane_head[c] + k.lane_len[c]) % cap
+    i = _wrap(k.lane_head[c] + k.lane_len[c], cap)
     k.lane_id[c, i] = a
     k.lane_serial[c, i] = k.att_i[a, A_SERIAL]
     k.lane_t[c, i] = k.att_f[a, A_DEADLINE_T]
@@ -293,7 +300,7 @@ def lane_push(k, c, a):
 
 @compiled
 def lane_drop_head(lane_head, lane_len, cap, c):
-    lane_head[c] = (lane_head[c] + 1) % cap
+    lane_head[c] = _wrap(lane_head[c] + 1, cap)
     lane_len[c] -= 1
 
 
