@@ -115,12 +115,13 @@ def _histograms(codes: np.ndarray, sums: np.ndarray, maxes: np.ndarray) -> list[
     bins ascending, with each bin's sum and maximum; those bins' sums and maxima are reset."""
     low, high = int(codes.min()) // HIST_BUCKETS, int(codes.max()) // HIST_BUCKETS + 1
     flat = np.bincount(codes - low * HIST_BUCKETS, minlength=(high - low) * HIST_BUCKETS)
-    counts = flat.reshape(high - low, HIST_BUCKETS)
-    out = []
-    for r in np.flatnonzero(counts.any(axis=1)).tolist():
-        b = low + r
-        out.append((b, counts[r], float(sums[b]), float(maxes[b])))
-        sums[b], maxes[b] = 0.0, -math.inf
+    counts = flat.reshape(high - low, HIST_BUCKETS).astype(np.float64)
+    bins = low + np.flatnonzero(counts.any(axis=1))
+    out = [
+        (b, counts[b - low], s, m)
+        for b, s, m in zip(bins.tolist(), sums[bins].tolist(), maxes[bins].tolist(), strict=True)
+    ]
+    sums[bins], maxes[bins] = 0.0, -math.inf
     return out
 
 
