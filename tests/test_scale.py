@@ -189,11 +189,11 @@ def test_des_at_a_warned_scale_differs_from_scale_one() -> None:
 
 
 def test_the_size_guard_suggests_a_scale_that_divides_the_pool() -> None:
-    """Too large a run is refused with a scale the scenario accepts: whole (1,000 for 80,000
-    servers, the least divisor above the 864 that halves the guard) when one is near; none at
+    """Too large a run is refused with a scale the scenario accepts: whole (500 for 80,000
+    servers, the least divisor above the 432 that halves the guard) when one is near; none at
     all when the pool is too small to divide."""
     text = POOL.format(servers=80_000, rate=1e6).replace('"30min"', '"1d"')
-    with pytest.raises(RunTooLargeError, match=r"scenario\.scale=1000,") as caught:
+    with pytest.raises(RunTooLargeError, match=r"scenario\.scale=500,") as caught:
         check_size(parse_scenario(text))
     scale = float(re.search(r"scenario\.scale=([\d.]+)", str(caught.value)).group(1))
     assert parse_scenario(text, overrides={"scenario.scale": scale}).scenario.scale == scale
