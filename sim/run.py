@@ -58,16 +58,16 @@ def estimate_requests(scenario: Scenario, demand: Demand | None = None) -> float
 
 
 def check_runnable(scenario: Scenario) -> None:
-    """Refuse a service graph (several tiers or routes): scenario files may describe one, but
-    the engines simulate a single pool so far, and running only its entry tier would answer
-    a question nobody asked."""
-    if not scenario.has_graph:
+    """Refuse a service graph (several tiers or routes) on the fluid engine: the DES runs
+    graphs, the fluid engine only a single pool so far, and running only its entry tier
+    would answer a question nobody asked."""
+    if not scenario.has_graph or scenario.scenario.engine == "des":
         return
     path = scenario.path
     text = path.read_text(encoding="utf-8") if path is not None and path.is_file() else ""
     raise ScenarioError(
-        "the engines do not simulate a service graph yet (several tiers or routes): describe "
-        "the service as one pool, [service] or a single [tiers.NAME]",
+        "the fluid engine does not simulate a service graph yet (several tiers or routes): "
+        "use the DES (--engine des), or describe the service as one pool",
         file=path if path is not None else "<scenario>",
         key="tiers",
         line=locate_key(text, ("tiers",)) if text else None,
@@ -127,6 +127,9 @@ def simulate(
     timeseries = recorder.timeseries(demand.bin_means(meta.bin, n_bins), mean_s, meta.start)
     wall = time.perf_counter() - wall_start
     summary = build_summary(scenario, recorder, timeseries, engine, end_s, wall, demand)
+    if scenario.has_graph:
+        timeseries.columns.update(engine.tier_columns())
+        summary.update(engine.graph_summary())
     return Result(scenario=scenario, summary=summary, timeseries=timeseries)
 
 

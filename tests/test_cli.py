@@ -354,15 +354,26 @@ calls = ["api", "db"]
 """
 
 
-def test_a_service_graph_is_refused_not_run_as_its_entry_pool(tmp_path) -> None:
-    """Until the engines simulate tiers, a graph is not answered as if it were one pool:
-    `run` exits 2 naming the file, the key and its line, with no traceback, and writes nothing."""
+def test_a_service_graph_runs_on_the_des_and_is_refused_by_the_fluid_engine(tmp_path) -> None:
+    """The DES runs a graph and writes its per-tier and per-route columns and summary; the
+    fluid engine does not simulate tiers yet, so a graph is not answered there as if it were
+    one pool: `run --engine fluid` exits 2 naming the file, the key and its line, with no
+    traceback, and writes nothing."""
     path = tmp_path / "graph.toml"
     path.write_text(GRAPH_TEXT)
     out = tmp_path / "out"
-    result = _invoke("run", path, "--out", out)
+    result = _invoke("run", path, "--out", out, "--engine", "fluid")
     assert result.exit_code == 2, result.output
     assert f"{path}:8: [tiers]" in result.output
-    assert "service graph" in result.output
+    assert "service graph" in result.output and "--engine des" in result.output
     assert "Traceback" not in result.output
     assert not out.exists()
+    result = _invoke("run", path, "--out", out, "--no-charts", "-q")
+    assert result.exit_code == 0, result.output
+    header = (out / "timeseries.csv").read_text().splitlines()[0].split(",")
+    assert header[:3] == ["t_s", "time", "fresh"]
+    for column in ("api.queue", "api.utilization", "db.timed_out", "read.success_ratio"):
+        assert column in header
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["tiers"]) == {"api", "db"} and set(summary["routes"]) == {"read"}
+    assert summary["routes"]["read"]["success_ratio"] == 1.0

@@ -27,15 +27,23 @@ class CapacityStep:
     t_s: float
     servers: int
     label: str
+    tier: str | None = None  # the pool it resizes (None: the entry tier)
 
 
 def planned_changes(scenario: Scenario) -> list[CapacityStep]:
     """The `[[capacity.change]]` entries as steps, in time order."""
     steps = [
-        CapacityStep(c.at, c.servers, f"capacity → {c.servers:,} servers")
+        CapacityStep(
+            c.at, c.servers, _on_tier(scenario, c.tier, f"capacity → {c.servers:,} servers"), c.tier
+        )
         for c in scenario.capacity.change
     ]
     return sorted(steps, key=lambda s: s.t_s)
+
+
+def _on_tier(scenario: Scenario, tier: str | None, label: str) -> str:
+    """A control's label, naming its tier in a service graph."""
+    return f"{tier}: {label}" if scenario.has_graph and tier is not None else label
 
 
 def observed_peak_rps(recorder: Recorder, t0_s: float, t1_s: float) -> float:
@@ -99,7 +107,7 @@ class DailyPlanner:
             f"(peak seen {last:,.0f}/s, forecast {forecast_rps:,.0f}/s)"
         )
         self.servers = target
-        return CapacityStep(t_s + spec.lead_time, target, label)
+        return CapacityStep(t_s + spec.lead_time, target, label, spec.tier)
 
 
 def autoscale_target(spec: Autoscale, servers: float, busy: float, queue: float) -> int:
@@ -165,7 +173,7 @@ def _planned(engine, steps: list[CapacityStep]):
         if step.t_s > env.now:
             yield env.timeout(step.t_s - env.now)
         engine.controls_steps += 1
-        engine.set_planned_servers(step.servers)
+        engine.set_planned_servers(step.servers, step.tier)
         engine.recorder.add_event(env.now, "capacity", step.label)
 
 
@@ -180,14 +188,16 @@ def _planner(engine, planner: DailyPlanner):
 
 
 def _fault(engine, fault: Fault, active: list[Fault]):
+    """One fault's process; `active` holds the faults in force on the fault's tier."""
     env = engine.env
     yield env.timeout(max(0.0, fault.at))
     active.append(fault)
-    engine.set_fault(*combine_faults(active))
-    engine.recorder.add_event(env.now, "fault", fault_label(fault))
+    engine.set_fault(*combine_faults(active), fault.tier)
+    label = _on_tier(engine.scenario, fault.tier, fault_label(fault))
+    engine.recorder.add_event(env.now, "fault", label)
     yield env.timeout(fault.duration)
     active.remove(fault)
-    engine.set_fault(*combine_faults(active))
+    engine.set_fault(*combine_faults(active), fault.tier)
     engine.recorder.add_event(env.now, "fault_end", "fault ends")
     engine.controls_steps += 2
 
@@ -209,17 +219,17 @@ def _autoscaler(engine, spec: Autoscale):
     while True:
         yield env.timeout(spec.interval)
         engine.controls_steps += 1
-        state = engine.observe()
+        state = engine.observe(spec.tier)
         decision = scaler.decide(env.now, state["servers"], state["busy_seconds"], state["queue"])
         if decision is not None:
-            env.process(_provision(engine, *decision))
+            env.process(_provision(engine, *decision, spec.tier))
 
 
-def _provision(engine, servers: int, delay_s: float):
+def _provision(engine, servers: int, delay_s: float, tier: str | None = None):
     env = engine.env
     if delay_s > 0:
         yield env.timeout(delay_s)
-    engine.set_planned_servers(servers)
+    engine.set_planned_servers(servers, tier)
     engine.recorder.add_event(env.now, "autoscale", f"autoscaler → {servers:,} servers")
 
 
@@ -232,8 +242,8 @@ def start_controls(engine) -> None:
         env.process(_planned(engine, steps))
     if scenario.capacity.planner is not None:
         env.process(_planner(engine, DailyPlanner(scenario)))
-    active: list[Fault] = []
+    active: dict[str | None, list[Fault]] = {}
     for fault in scenario.faults:
-        env.process(_fault(engine, fault, active))
+        env.process(_fault(engine, fault, active.setdefault(fault.tier, [])))
     if scenario.capacity.autoscale is not None:
         env.process(_autoscaler(engine, scenario.capacity.autoscale))

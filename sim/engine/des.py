@@ -1,7 +1,10 @@
 """The discrete-event engine: the compiled request kernel driven by a SimPy clock.
 
-The request path (arrivals, the pool and its queue, clients) lives in `kernel.py` as compiled
-functions over arrays; this module is the Python around it. One SimPy process, the clock,
+The request path (arrivals, the tiers and their queues, clients) lives in `kernel.py` as
+compiled functions over arrays; this module is the Python around it, and lays a scenario's
+service graph out as kernel rows: station 0 is the entry tier (the service as its users see
+it, which the Recorder records), one client row per call of each route, one arrival process
+per route. One SimPy process, the clock,
 advances the kernel to the next instant any other SimPy process is due (a capacity change,
 the planner's review, an autoscaler tick, a fault), or to the next progress tick, then sleeps
 until then; so when a control acts, the kernel stands exactly at the control's time. Controls
@@ -32,15 +35,26 @@ from sim.engine.kernel_state import (
     AR_CAPACITY,
     AR_QUEUE,
     AR_SERVERS,
+    C_ATTEMPTS,
+    C_FRESH,
+    C_FRESH_FAILED,
+    C_FRESH_OK,
+    C_LIMITED,
+    C_REJECTED,
+    C_SUCCEEDED,
+    C_TIMED_OUT,
+    CL_ASYNC,
     CL_BASE_S,
     CL_BUDGET_BURST,
     CL_BUDGET_COST,
     CL_BUDGET_EARN,
     CL_CAP_S,
+    CL_END_USER,
     CL_HAS_BUDGET,
     CL_HAS_THROTTLE,
     CL_JITTER,
     CL_MULTIPLIER,
+    CL_NEXT,
     CL_RETRIES,
     CL_SCALE,
     CL_SLOT_S,
@@ -56,6 +70,7 @@ from sim.engine.kernel_state import (
     R_SERVICE,
     R_THROTTLE,
     RAND0,
+    RO_CLIENT,
     SF_BIN_S,
     SF_NEXT_EDGE,
     SF_NOW,
@@ -74,19 +89,24 @@ from sim.engine.kernel_state import (
     ST_BUSY,
     ST_DROP_EXPIRED,
     ST_LIFO,
+    ST_PROVIDER,
     ST_QLEN,
     ST_SERVERS,
     ST_STARTED,
     ST_WAITED,
+    STF_BURST,
     STF_BUSY_ACC,
     STF_BUSY_CLOSED,
     STF_ERROR_RATE,
     STF_LAST_T,
     STF_LIFO_OVER,
     STF_QUEUE_LIMIT,
+    STF_RATE,
     STF_SLOWDOWN,
     STF_SOJOURN_S,
+    STF_TOKENS,
     STF_WAIT_SUM,
+    UNBOUNDED_SERVERS,
     KernelState,
     grow_attempts,
     grow_heap,
@@ -97,6 +117,7 @@ from sim.engine.kernel_state import (
     queue_room,
 )
 from sim.engine.kernel_store import close_bin, touch
+from sim.model.fields import Tier
 from sim.model.scenario import Client, Scenario, Service
 from sim.model.workload import Demand, service_time_draw
 
@@ -138,31 +159,78 @@ class DesEngine:
         arrival_rng, service_rng, error_rng, jitter_rng, throttle_rng = (
             np.random.default_rng(s) for s in np.random.SeedSequence(meta.seed).spawn(5)
         )
-        service = scenario.service
+        # Stations: the entry tier first (station 0, the service as its users see it), then
+        # the other tiers in the file's order. Clients: one row per call of each route.
+        entry = scenario.entry_tier
+        tiers = scenario.tier_specs
+        self.tiers = [entry, *(name for name in tiers if name != entry)]
+        self.station = {name: s for s, name in enumerate(self.tiers)}
+        routes = scenario.route_specs
+        self.routes = [route.name for route in routes]
+        self.call_rows: list[list[int]] = []
+        for route in routes:
+            first = sum(len(r) for r in self.call_rows)
+            self.call_rows.append(list(range(first, first + len(route.calls))))
+        n_clients = sum(len(r) for r in self.call_rows)
+        self.end_users = np.array([rows[0] for rows in self.call_rows])
         self.draws: dict[int, Callable[[int], np.ndarray]] = {
             R_ARRIVAL: arrival_rng.standard_exponential,
             R_JITTER: jitter_rng.random,
             R_ERRORS: error_rng.random,
             R_THROTTLE: throttle_rng.random,
-            R_SERVICE + ENTRY: service_time_draw(service.time, service_rng),
         }
-        grid = demand.unit_grid(self.scale)
-        self.k: KernelState = new_state(1, 1, recorder.n_bins, meta.bin, grid)
-        self.planned = self.scaled(service.servers)
-        self.fault_factor = 1.0
-        self.error_base = service.error_rate
-        self._configure_station(ENTRY, service, self.planned)
-        self._configure_client(ENTRY, scenario.client, ENTRY)
+        # Station 0 draws from the fifth generator, as before tiers; others from their own.
+        extra = np.random.SeedSequence(meta.seed).spawn(4 + len(self.tiers))[5:]
+        for s, name in enumerate(self.tiers):
+            rng = service_rng if s == 0 else np.random.default_rng(extra[s - 1])
+            self.draws[R_SERVICE + s] = service_time_draw(tiers[name].time, rng)
+        grids = [
+            demand.unit_grid(self.scale, 1.0 if r.share is None else r.share, r.source)
+            for r in routes
+        ]
+        grid = (grids[0][0], *(np.stack([g[i] for g in grids]) for i in (1, 2, 3)))
+        self.k: KernelState = new_state(len(self.tiers), n_clients, recorder.n_bins, meta.bin, grid)
+        self.planned = np.zeros(len(self.tiers), dtype=np.int64)
+        self.fault_factor = np.ones(len(self.tiers))
+        self.error_base = np.zeros(len(self.tiers))
+        for s, name in enumerate(self.tiers):
+            self._configure_tier(s, tiers[name])
+        for r, route in enumerate(routes):
+            rows = self.call_rows[r]
+            self.k.ro_i[r, RO_CLIENT] = rows[0]
+            for i, call in enumerate(route.calls):
+                client = scenario.client if i == 0 else call.client
+                self._configure_client(rows[i], client, self.station[call.tier])
+                cl = self.k.cl_f[rows[i]]
+                cl[CL_END_USER] = 1.0 if i == 0 else 0.0
+                cl[CL_NEXT] = rows[i + 1] if i + 1 < len(rows) else -1
+                cl[CL_ASYNC] = 1.0 if route.mode == "async" else 0.0
         for stream in self.draws:
             self._refill(stream)
-        next_arrival(self.k)
+        for r in range(len(routes)):
+            next_arrival(self.k, r)
 
     def scaled(self, real_servers: float) -> int:
         """Simulated servers standing for `real_servers` at this run's scale."""
         return max(0, round(real_servers / self.scale)) if real_servers else 0
 
+    def _configure_tier(self, s: int, tier: Tier) -> None:
+        """Row s of the station arrays: a pool, or a provider (a token bucket in simulated
+        calls: its rate and burst over the scale, a burst of at least one call)."""
+        if tier.kind == "pool":
+            self.planned[s] = self.scaled(tier.service.servers)
+            self.error_base[s] = tier.service.error_rate
+            self._configure_station(s, tier.service, int(self.planned[s]))
+            return
+        st_i, st_f = self.k.st_i[s], self.k.st_f[s]
+        st_i[ST_PROVIDER] = 1
+        st_i[ST_SERVERS] = UNBOUNDED_SERVERS
+        self.planned[s] = UNBOUNDED_SERVERS
+        st_f[STF_RATE] = tier.rate_limit / self.scale
+        st_f[STF_BURST] = st_f[STF_TOKENS] = max(1.0, tier.burst / self.scale)
+
     def _configure_station(self, s: int, service: Service, servers: int) -> None:
-        """Row s of the station arrays from a `[service]`-shaped spec (a tier, later)."""
+        """Row s of the station arrays from a `[service]`-shaped spec (a pool)."""
         st_i, st_f = self.k.st_i[s], self.k.st_f[s]
         st_i[ST_SERVERS] = servers
         st_i[ST_LIFO] = service.discipline == "lifo"
@@ -253,8 +321,14 @@ class DesEngine:
         Recorder holds open histograms only for bins whose requests are still in flight."""
         k, recorder = self.k, self.recorder
         low, high = k.si[SI_DIRTY_LO], k.si[SI_BIN] + 1
+        # The service's counters are its end users': the entry calls of every route.
+        users = (
+            k.counts[self.end_users[0]]
+            if len(self.end_users) == 1
+            else k.counts[self.end_users].sum(axis=0)
+        )
         for j, name in enumerate(COUNTERS):
-            getattr(recorder, name)[low:high] = k.counts[ENTRY, j, low:high].tolist()
+            getattr(recorder, name)[low:high] = users[j, low:high].tolist()
         k.si[SI_DIRTY_LO] = k.si[SI_BIN]
         server, client = self._take_latencies()
         areas, snaps = k.areas[ENTRY], k.snaps[ENTRY]
@@ -285,44 +359,140 @@ class DesEngine:
             self._service()
         self._sync()
 
+    # -- the service graph's own figures ---------------------------------------------------
+    def tier_columns(self) -> dict[str, np.ndarray]:
+        """Per-bin columns of every tier and route (real units), for timeseries.csv:
+        TIER.queue, .busy, .servers, .utilization, .attempts, .rejected, .timed_out (and
+        .limited for a provider), ROUTE.success_ratio."""
+        k, n, scale = self.k, self.recorder.closed_bins, self.scale
+        cols: dict[str, np.ndarray] = {}
+        for s, name in enumerate(self.tiers):
+            rows = [c for c in range(len(k.cl_f)) if int(k.cl_f[c, CL_STATION]) == s]
+            counts = k.counts[rows].sum(axis=0)[:, :n]
+            provider = k.st_i[s, ST_PROVIDER] == 1
+            cols[f"{name}.queue"] = k.snaps[s, SN_QUEUE, :n] * scale
+            cols[f"{name}.busy"] = k.snaps[s, SN_BUSY, :n] * scale
+            servers = k.snaps[s, SN_SERVERS, :n]
+            cols[f"{name}.servers"] = np.where(provider, np.nan, servers * scale)
+            area = k.areas[s, AR_SERVERS, :n]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                utilization = np.where(area > 0, k.areas[s, AR_BUSY, :n] / area, np.nan)
+            cols[f"{name}.utilization"] = np.where(provider, np.nan, utilization)
+            cols[f"{name}.attempts"] = counts[C_ATTEMPTS] * scale
+            cols[f"{name}.rejected"] = counts[C_REJECTED] * scale
+            cols[f"{name}.timed_out"] = counts[C_TIMED_OUT] * scale
+            if provider:
+                cols[f"{name}.limited"] = counts[C_LIMITED] * scale
+        for r, name in enumerate(self.routes):
+            user = k.counts[self.call_rows[r][0]]
+            ok, failed = user[C_FRESH_OK, :n], user[C_FRESH_FAILED, :n]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                cols[f"{name}.success_ratio"] = np.where(
+                    ok + failed > 0, ok / (ok + failed), np.nan
+                )
+        return cols
+
+    def graph_summary(self) -> dict:
+        """summary.json's `tiers` and `routes`: per tier its utilisation, queue, wait,
+        attempts and outcomes (a provider's calls its rate limit refused as `limited`); per
+        route its fresh requests, success ratio and amplification at each tier it calls."""
+        k, n, scale = self.k, self.recorder.closed_bins, self.scale
+        end = float(k.sf[SF_NOW])
+        tiers = {}
+        for s, name in enumerate(self.tiers):
+            rows = [c for c in range(len(k.cl_f)) if int(k.cl_f[c, CL_STATION]) == s]
+            total = k.counts[rows].sum(axis=(0, 2))
+            provider = k.st_i[s, ST_PROVIDER] == 1
+            server_area = float(k.areas[s, AR_SERVERS, :n].sum())
+            busy_area = float(k.areas[s, AR_BUSY, :n].sum())
+            started = int(k.st_i[s, ST_STARTED])
+            queue = k.snaps[s, SN_QUEUE, :n]
+            entry = {
+                "kind": "provider" if provider else "pool",
+                "utilization": None
+                if provider or server_area <= 0
+                else min(busy_area / server_area, 1.0),
+                "queue": {
+                    "mean": float(k.areas[s, AR_QUEUE, :n].sum()) / end * scale if end else 0.0,
+                    "max": float(queue.max()) * scale if n else 0.0,
+                    "final": float(queue[-1]) * scale if n else 0.0,
+                },
+                "wait_s": {
+                    "mean": float(k.st_f[s, STF_WAIT_SUM]) / started if started else None,
+                    "p_wait": int(k.st_i[s, ST_WAITED]) / started if started else None,
+                },
+                "attempts": int(round(total[C_ATTEMPTS] * scale)),
+                "succeeded": int(round(total[C_SUCCEEDED] * scale)),
+                "rejected": int(round(total[C_REJECTED] * scale)),
+                "timed_out": int(round(total[C_TIMED_OUT] * scale)),
+            }
+            if provider:
+                entry["limited"] = int(round(total[C_LIMITED] * scale))
+            tiers[name] = entry
+        routes = {}
+        for r, route in enumerate(self.scenario.route_specs):
+            rows = self.call_rows[r]
+            user = k.counts[rows[0]].sum(axis=1)
+            fresh = float(user[C_FRESH])
+            decided = float(user[C_FRESH_OK] + user[C_FRESH_FAILED])
+            routes[route.name] = {
+                "fresh": int(round(fresh * scale)),
+                "success_ratio": float(user[C_FRESH_OK]) / decided if decided else None,
+                "amplification": {
+                    call.tier: float(k.counts[row, C_ATTEMPTS].sum()) / fresh if fresh else None
+                    for call, row in zip(route.calls, rows, strict=True)
+                },
+            }
+        return {"tiers": tiers, "routes": routes}
+
     # -- controls' interface ---------------------------------------------------------------
-    def _pool_changed(self, now: float) -> None:
+    def _tier_station(self, tier: str | None) -> int:
+        return self.station[tier] if tier is not None else ENTRY
+
+    def _pool_changed(self, s: int, now: float) -> None:
         k = self.k
-        k.st_i[ENTRY, ST_SERVERS] = max(0, round(self.planned * self.fault_factor))
+        k.st_i[s, ST_SERVERS] = max(0, round(self.planned[s] * self.fault_factor[s]))
         self._advance_to(now)  # free servers take queued work at once
 
-    def set_planned_servers(self, real_servers: float) -> None:
-        """Set the planned number of servers (real units); faults still apply on top."""
-        now = self.env.now
+    def set_planned_servers(self, real_servers: float, tier: str | None = None) -> None:
+        """Set the planned number of servers (real units) of a pool tier (default: the entry
+        tier); faults still apply on top."""
+        now, s = self.env.now, self._tier_station(tier)
         self._advance_to(now)
-        touch(self.k.st_i, self.k.st_f, ENTRY, now)
-        self.planned = self.scaled(real_servers)
-        self._pool_changed(now)
+        touch(self.k.st_i, self.k.st_f, s, now)
+        self.planned[s] = self.scaled(real_servers)
+        self._pool_changed(s, now)
 
-    def set_fault(self, capacity_factor: float, slowdown: float, error_rate: float) -> None:
-        """Apply the combined effect of the active faults (1, 1, 0 when none)."""
-        now = self.env.now
+    def set_fault(
+        self, capacity_factor: float, slowdown: float, error_rate: float, tier: str | None = None
+    ) -> None:
+        """Apply the combined effect of a tier's active faults (1, 1, 0 when none)."""
+        now, s = self.env.now, self._tier_station(tier)
         self._advance_to(now)
-        touch(self.k.st_i, self.k.st_f, ENTRY, now)
-        self.fault_factor = capacity_factor
-        self.k.st_f[ENTRY, STF_SLOWDOWN] = slowdown
-        self.k.st_f[ENTRY, STF_ERROR_RATE] = 1 - (1 - self.error_base) * (1 - error_rate)
-        self._pool_changed(now)
+        touch(self.k.st_i, self.k.st_f, s, now)
+        self.fault_factor[s] = capacity_factor
+        self.k.st_f[s, STF_SLOWDOWN] = slowdown
+        self.k.st_f[s, STF_ERROR_RATE] = 1 - (1 - self.error_base[s]) * (1 - error_rate)
+        if self.k.st_i[s, ST_PROVIDER] == 0:
+            self._pool_changed(s, now)
+        else:
+            self._advance_to(now)
 
-    def observe(self) -> dict:
-        """State for an autoscaler (real units): servers, busy and queue now, and the busy
-        server-seconds so far (an autoscaler averages utilisation over its interval)."""
-        now = self.env.now
+    def observe(self, tier: str | None = None) -> dict:
+        """State of a pool tier for an autoscaler (real units): servers, busy and queue now,
+        and the busy server-seconds so far (an autoscaler averages utilisation over its
+        interval)."""
+        now, s = self.env.now, self._tier_station(tier)
         self._advance_to(now)
-        s, k = self.scale, self.k
-        busy = int(k.st_i[ENTRY, ST_BUSY])
-        since = now - k.st_f[ENTRY, STF_LAST_T]
-        busy_seconds = k.st_f[ENTRY, STF_BUSY_CLOSED] + k.st_f[ENTRY, STF_BUSY_ACC] + busy * since
+        scale, k = self.scale, self.k
+        busy = int(k.st_i[s, ST_BUSY])
+        since = now - k.st_f[s, STF_LAST_T]
+        busy_seconds = k.st_f[s, STF_BUSY_CLOSED] + k.st_f[s, STF_BUSY_ACC] + busy * since
         return {
-            "servers": self.planned * s,
-            "busy": busy * s,
-            "queue": int(k.st_i[ENTRY, ST_QLEN]) * s,
-            "busy_seconds": float(busy_seconds) * s,
+            "servers": int(self.planned[s]) * scale,
+            "busy": busy * scale,
+            "queue": int(k.st_i[s, ST_QLEN]) * scale,
+            "busy_seconds": float(busy_seconds) * scale,
         }
 
     # -- running ---------------------------------------------------------------------------

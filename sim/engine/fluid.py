@@ -274,18 +274,20 @@ class FluidEngine:
             self.set_planned_servers(servers)
             self.recorder.add_event(t_s, "autoscale", f"autoscaler → {servers:,} servers")
 
-    def set_planned_servers(self, real_servers: float) -> None:
+    def set_planned_servers(self, real_servers: float, tier: str | None = None) -> None:
         """Set the planned number of servers (real units); faults still apply on top."""
         self.planned = self.scaled(real_servers)
         self.servers = max(0, round(self.planned * self.fault_factor))
 
-    def set_fault(self, capacity_factor: float, slowdown: float, error_rate: float) -> None:
+    def set_fault(
+        self, capacity_factor: float, slowdown: float, error_rate: float, tier: str | None = None
+    ) -> None:
         """Apply the combined effect of the active faults (1, 1, 0 when none)."""
         self.fault_factor, self.slowdown = capacity_factor, slowdown
         self.error_rate = 1 - (1 - self.error_base) * (1 - error_rate)
         self.servers = max(0, round(self.planned * self.fault_factor))
 
-    def observe(self) -> dict:
+    def observe(self, tier: str | None = None) -> dict:
         """State for an autoscaler (real units): servers, busy, queue, busy server-seconds."""
         s = self.scale
         return {

@@ -1,4 +1,5 @@
-"""The request kernel: arrivals, stations (a pool and its queue) and clients, as compiled code.
+"""The request kernel: arrivals, stations (a pool and its queue, or a provider) and clients, as
+compiled code.
 
 `advance(k, until_s)` runs the request path of a `KernelState` up to `until_s` one *step* at a
 time: a step is one event (an arrival, a completion, a client's timeout, a retry waking up) or
@@ -11,6 +12,17 @@ timeouts, then arrivals), so a seed fixes the run, compiled or not.
 
 Each event kind has its own function (`on_arrival`, `on_complete`, `on_timeout`, `on_retry`,
 `start_queued`); `send` is what an attempt meets when it reaches a station.
+
+A service graph is stations (tiers) and clients (the calls of each route: the end user's
+towards the entry tier, then each tier's towards the next). When a server finishes an
+attempt's own work and its route calls on, a child attempt goes to the next tier through that
+call's client, with the caller's attempt as its parent: in sync mode the caller's server is
+held until the call is answered, in async mode it is freed at once. `answer` walks back up:
+a success answers the caller in turn; a call that fails for good (after its client's
+retries) is the caller's error answer, which the caller's client may retry. An attempt whose
+client has left (timed out) answers nobody, but still holds its server until its call comes
+back: the abandoned work a slow dependency costs its callers. A provider has no queue: its
+token bucket admits a call or refuses it at once (`C_LIMITED`).
 """
 
 from __future__ import annotations
@@ -32,6 +44,8 @@ from sim.engine.kernel_state import (
     A_DEADLINE_T,
     A_FIRST_T,
     A_FRESH_BIN,
+    A_HOLDING,
+    A_PARENT,
     A_SENT_T,
     A_STATE,
     A_TRIES,
@@ -40,17 +54,22 @@ from sim.engine.kernel_state import (
     C_FRESH,
     C_FRESH_FAILED,
     C_FRESH_OK,
+    C_LIMITED,
     C_REJECTED,
     C_RETRIES,
     C_SUCCEEDED,
     C_THROTTLED,
     C_TIMED_OUT,
+    CL_ASYNC,
     CL_BASE_S,
+    CL_END_USER,
     CL_HAS_BUDGET,
     CL_HAS_THROTTLE,
+    CL_NEXT,
     CL_RETRIES,
     CL_STATION,
     CL_TIMEOUT_S,
+    ENTRY_STATION,
     EV_COMPLETE,
     EV_RETRY,
     GONE,
@@ -60,12 +79,13 @@ from sim.engine.kernel_state import (
     R_ARRIVAL,
     R_ERRORS,
     R_SERVICE,
-    SF_NEXT_ARRIVAL,
+    RO_CELL,
+    RO_CLIENT,
+    ROF_NEXT,
+    ROF_UNIT,
     SF_NEXT_EDGE,
     SF_NOW,
-    SF_UNIT,
     SI_BIN,
-    SI_CELL,
     SI_EVENTS,
     SI_FREE_N,
     SI_HEAP_N,
@@ -74,6 +94,7 @@ from sim.engine.kernel_state import (
     SI_TIMEOUTS,
     ST_BUSY,
     ST_DROP_EXPIRED,
+    ST_PROVIDER,
     ST_QLEN,
     ST_SERVERS,
     ST_STARTED,
@@ -98,6 +119,7 @@ from sim.engine.kernel_store import (
     lane_next_deadline,
     lane_push,
     new_attempt,
+    provider_admits,
     queue_push,
     queue_take,
     record_latency,
@@ -111,19 +133,28 @@ SOURCE_HEAP, SOURCE_LANE, SOURCE_ARRIVAL = range(3)
 # -- an attempt reaches its station --------------------------------------------------------
 @compiled_inline
 def send(k, a, now):
-    """Attempt `a` leaves its client: throttled, failed fast, started, queued or rejected."""
+    """Attempt `a` leaves its client: throttled, failed fast, started, queued or rejected (at a
+    provider: admitted by its rate limit and started, or limited)."""
     c = k.att_i[a, A_CLIENT]
     s = int(k.cl_f[c, CL_STATION])
     b = k.si[SI_BIN]
     if k.cl_f[c, CL_HAS_THROTTLE] != 0.0 and throttled(k, c, now):
-        k.counts[s, C_THROTTLED, b] += 1
-        count_fate(k.counts, k.si, s, C_FRESH_FAILED, k.att_i[a, A_FRESH_BIN])
+        # Refused by the client itself: no retry, the call fails at once.
+        k.counts[c, C_THROTTLED, b] += 1
+        if k.cl_f[c, CL_END_USER] != 0.0:
+            count_fate(k.counts, k.si, c, C_FRESH_FAILED, k.att_i[a, A_FRESH_BIN])
+        parent = k.att_i[a, A_PARENT]
         free_attempt(k.att_i, k.si, a)
+        if parent >= 0:
+            answer(k, parent, False, now)
         return
-    k.counts[s, C_ATTEMPTS, b] += 1
+    k.counts[c, C_ATTEMPTS, b] += 1
     error_rate = k.st_f[s, STF_ERROR_RATE]
     if error_rate > 0.0 and draw(k.rand, k.rand_pos, R_ERRORS) < error_rate:
-        reject(k, s, a, now)
+        reject(k, c, a, now, C_REJECTED)
+        return
+    if k.st_i[s, ST_PROVIDER] == 1 and not provider_admits(k.st_f, s, now):
+        reject(k, c, a, now, C_LIMITED)
         return
     k.att_i[a, A_STATE] = LIVE
     k.att_f[a, A_SENT_T] = now
@@ -133,7 +164,7 @@ def send(k, a, now):
         k.st_i[s, ST_STARTED] += 1
         start(k, s, a, now)
     elif k.st_i[s, ST_QLEN] >= k.st_f[s, STF_QUEUE_LIMIT]:
-        reject(k, s, a, now)
+        reject(k, c, a, now, C_REJECTED)
         return
     else:
         touch(k.st_i, k.st_f, s, now)
@@ -143,59 +174,121 @@ def send(k, a, now):
 
 
 @compiled_inline
-def reject(k, s, a, now):
-    """The station refuses attempt `a` at once (error, full queue, shed): the client may retry."""
-    k.counts[s, C_REJECTED, k.si[SI_BIN]] += 1
-    retry_or_fail(k, a, now)
+def reject(k, c, a, now, counter):
+    """Client c's attempt `a` is refused at once (error, full queue, shed, a provider's rate
+    limit): counted under `counter`; the client may retry."""
+    k.counts[c, counter, k.si[SI_BIN]] += 1
+    fail_call(k, a, now)
+
+
+@compiled_inline
+def fail_call(k, a, now):
+    """Attempt `a` (not in service, not in a queue) has failed its client: a retry, or the
+    call's final failure, which fails the caller's attempt in turn; `a` is freed."""
+    parent = k.att_i[a, A_PARENT]
+    final = not retry_or_fail(k, a, now)
     free_attempt(k.att_i, k.si, a)
+    if final and parent >= 0:
+        answer(k, parent, False, now)
 
 
 @compiled_inline
 def start(k, s, a, now):
     """A server takes attempt `a`; its completion goes on the heap."""
     k.st_i[s, ST_BUSY] += 1
+    k.att_i[a, A_HOLDING] = 1
     service_s = draw(k.rand, k.rand_pos, R_SERVICE + s) * k.st_f[s, STF_SLOWDOWN]
     heap_push(k.heap_t, k.heap_i, k.si, now + service_s, EV_COMPLETE, a)
 
 
 @compiled_inline
+def release(k, a, now):
+    """Attempt `a` gives back the server it holds, if it holds one."""
+    if k.att_i[a, A_HOLDING] == 1:
+        s = int(k.cl_f[k.att_i[a, A_CLIENT], CL_STATION])
+        touch(k.st_i, k.st_f, s, now)
+        k.st_i[s, ST_BUSY] -= 1
+        k.att_i[a, A_HOLDING] = 0
+
+
+@compiled_inline
 def retry_or_fail(k, a, now):
-    """Attempt `a` failed its client: schedule a retry after backoff, or fail the request."""
+    """Attempt `a` failed its client: schedule a retry after backoff (True), or fail the call
+    (False; an end user's request is counted failed)."""
     c = k.att_i[a, A_CLIENT]
     tries = k.att_i[a, A_TRIES]
     has_budget = k.cl_f[c, CL_HAS_BUDGET] != 0.0
     if tries >= k.cl_f[c, CL_RETRIES] or (has_budget and not budget_allows(k, c)):
-        s = int(k.cl_f[c, CL_STATION])
-        count_fate(k.counts, k.si, s, C_FRESH_FAILED, k.att_i[a, A_FRESH_BIN])
-        return
+        if k.cl_f[c, CL_END_USER] != 0.0:
+            count_fate(k.counts, k.si, c, C_FRESH_FAILED, k.att_i[a, A_FRESH_BIN])
+        return False
     if has_budget:
         budget_spend(k, c)
     delay_s = backoff_delay(k, c, tries, k.att_f[a, A_BACKOFF_S])
     first_t, fresh_bin = k.att_f[a, A_FIRST_T], k.att_i[a, A_FRESH_BIN]
-    retry = new_attempt(k.att_f, k.att_i, k.si, c, first_t, tries + 1, delay_s, fresh_bin)
+    parent = k.att_i[a, A_PARENT]
+    retry = new_attempt(k.att_f, k.att_i, k.si, c, first_t, tries + 1, delay_s, fresh_bin, parent)
     k.att_i[retry, A_STATE] = WAITING
     heap_push(k.heap_t, k.heap_i, k.si, now + delay_s, EV_RETRY, retry)
-
-
-# -- events --------------------------------------------------------------------------------
-@compiled
-def next_arrival(k):
-    """Draw the next fresh arrival's time into SF_NEXT_ARRIVAL (inf once the demand is spent)."""
-    u = k.sf[SF_UNIT] + draw(k.rand, k.rand_pos, R_ARRIVAL)
-    t, cell = arrival_after(k.grid_t, k.grid_low, k.grid_slope, k.grid_mass, k.si[SI_CELL], u)
-    k.sf[SF_UNIT] = u
-    k.si[SI_CELL] = cell
-    # In order even where rounding in a cell's root would step back by an ulp.
-    k.sf[SF_NEXT_ARRIVAL] = max(t, k.sf[SF_NEXT_ARRIVAL])
+    return True
 
 
 @compiled_inline
-def on_arrival(k, c, now):
-    """A fresh request: counted in the current bin, sent as its first attempt."""
-    s = int(k.cl_f[c, CL_STATION])
+def answer(k, a, ok, now):
+    """Attempt `a` has its answer: its own work and its calls succeeded (ok), or a call failed
+    for good. It releases its server; if its client still waits, a success is counted (and
+    answers the caller in turn) or the failure is the station's error answer, which the
+    client may retry. Walks up the chain of callers, one level at a time."""
+    while a >= 0:
+        c = k.att_i[a, A_CLIENT]
+        release(k, a, now)
+        parent = k.att_i[a, A_PARENT]
+        if k.att_i[a, A_STATE] != LIVE:  # its client left (timed out): nobody to answer
+            free_attempt(k.att_i, k.si, a)
+            return
+        b = k.si[SI_BIN]
+        if not ok:
+            k.counts[c, C_REJECTED, b] += 1
+            final = not retry_or_fail(k, a, now)
+            free_attempt(k.att_i, k.si, a)
+            if not final:
+                return
+            a = parent
+            continue
+        k.counts[c, C_SUCCEEDED, b] += 1
+        if k.cl_f[c, CL_END_USER] != 0.0:
+            fresh_bin = k.att_i[a, A_FRESH_BIN]
+            count_fate(k.counts, k.si, c, C_FRESH_OK, fresh_bin)
+            lat = k.lat_code, k.lat_sum, k.lat_max, k.si
+            record_latency(*lat, LAT_CLIENT, now - k.att_f[a, A_FIRST_T], fresh_bin)
+        if k.cl_f[c, CL_HAS_BUDGET] != 0.0:
+            budget_earn(k, c)
+        if k.cl_f[c, CL_HAS_THROTTLE] != 0.0:
+            throttle_accept(k, c, now)
+        free_attempt(k.att_i, k.si, a)
+        a = parent
+
+
+# -- events --------------------------------------------------------------------------------
+@compiled_inline
+def next_arrival(k, r):
+    """Draw route r's next fresh arrival time into ROF_NEXT (inf once its demand is spent)."""
+    u = k.ro_f[r, ROF_UNIT] + draw(k.rand, k.rand_pos, R_ARRIVAL)
+    grid = k.grid_t, k.grid_low, k.grid_slope, k.grid_mass
+    t, cell = arrival_after(*grid, r, k.ro_i[r, RO_CELL], u)
+    k.ro_f[r, ROF_UNIT] = u
+    k.ro_i[r, RO_CELL] = cell
+    # In order even where rounding in a cell's root would step back by an ulp.
+    k.ro_f[r, ROF_NEXT] = max(t, k.ro_f[r, ROF_NEXT])
+
+
+@compiled_inline
+def on_arrival(k, r, now):
+    """A fresh request of route r: counted in the current bin, sent as its first attempt."""
+    c = k.ro_i[r, RO_CLIENT]
     b = k.si[SI_BIN]
-    k.counts[s, C_FRESH, b] += 1
-    a = new_attempt(k.att_f, k.att_i, k.si, c, now, 0, k.cl_f[c, CL_BASE_S], b)
+    k.counts[c, C_FRESH, b] += 1
+    a = new_attempt(k.att_f, k.att_i, k.si, c, now, 0, k.cl_f[c, CL_BASE_S], b, -1)
     send(k, a, now)
 
 
@@ -203,41 +296,42 @@ def on_arrival(k, c, now):
 def on_retry(k, a, now):
     """A retry wakes from its backoff sleep and is sent."""
     c = k.att_i[a, A_CLIENT]
-    k.counts[int(k.cl_f[c, CL_STATION]), C_RETRIES, k.si[SI_BIN]] += 1
+    k.counts[c, C_RETRIES, k.si[SI_BIN]] += 1
     send(k, a, now)
 
 
 @compiled_inline
 def on_complete(k, a, now):
-    """A server finishes attempt `a`: a success if its client still waits; the server frees."""
+    """A server finishes attempt `a`'s own work: the station's next call on the route (its
+    server held for a sync call, freed for an async one), or its answer."""
     c = k.att_i[a, A_CLIENT]
     s = int(k.cl_f[c, CL_STATION])
-    b = k.si[SI_BIN]
-    touch(k.st_i, k.st_f, s, now)
-    lat = k.lat_code, k.lat_sum, k.lat_max, k.si
-    record_latency(*lat, LAT_SERVER, now - k.att_f[a, A_SENT_T], b)
-    if k.att_i[a, A_STATE] == LIVE:
-        fresh_bin = k.att_i[a, A_FRESH_BIN]
-        k.counts[s, C_SUCCEEDED, b] += 1
-        count_fate(k.counts, k.si, s, C_FRESH_OK, fresh_bin)
-        record_latency(*lat, LAT_CLIENT, now - k.att_f[a, A_FIRST_T], fresh_bin)
-        if k.cl_f[c, CL_HAS_BUDGET] != 0.0:
-            budget_earn(k, c)
-        if k.cl_f[c, CL_HAS_THROTTLE] != 0.0:
-            throttle_accept(k, c, now)
-    k.st_i[s, ST_BUSY] -= 1
-    free_attempt(k.att_i, k.si, a)
+    if s == ENTRY_STATION:
+        lat = k.lat_code, k.lat_sum, k.lat_max, k.si
+        record_latency(*lat, LAT_SERVER, now - k.att_f[a, A_SENT_T], k.si[SI_BIN])
+    callee = int(k.cl_f[c, CL_NEXT])
+    if callee < 0:
+        answer(k, a, True, now)
+        return
+    if k.cl_f[c, CL_ASYNC] != 0.0:
+        release(k, a, now)
+    base_s, fresh_bin = k.cl_f[callee, CL_BASE_S], k.att_i[a, A_FRESH_BIN]
+    call = new_attempt(k.att_f, k.att_i, k.si, callee, now, 0, base_s, fresh_bin, a)
+    send(k, call, now)
 
 
 @compiled_inline
 def on_timeout(k, c, now):
-    """Client c's oldest live attempt times out; the work stays where it is (GONE)."""
+    """Client c's oldest live attempt times out; the work stays where it is (GONE), and a
+    failed call fails its caller's attempt."""
     a = k.lane_id[c, k.lane_head[c]]
     lane_drop_head(k.lane_head, k.lane_len, k.lane_id.shape[1], c)
     k.att_i[a, A_STATE] = GONE
     k.si[SI_TIMEOUTS] += 1
-    k.counts[int(k.cl_f[c, CL_STATION]), C_TIMED_OUT, k.si[SI_BIN]] += 1
-    retry_or_fail(k, a, now)
+    k.counts[c, C_TIMED_OUT, k.si[SI_BIN]] += 1
+    parent = k.att_i[a, A_PARENT]
+    if not retry_or_fail(k, a, now) and parent >= 0:
+        answer(k, parent, False, now)
 
 
 @compiled_inline
@@ -245,17 +339,18 @@ def start_queued(k, s, now):
     """A free server at station s takes the next queued attempt, or skips or sheds it."""
     touch(k.st_i, k.st_f, s, now)
     a = queue_take(k.queue, k.st_i, k.st_f, s)
+    c = k.att_i[a, A_CLIENT]
     b = k.si[SI_BIN]
     if k.att_i[a, A_STATE] == GONE and k.st_i[s, ST_DROP_EXPIRED] == 1:
-        k.counts[s, C_DROPPED, b] += 1
+        k.counts[c, C_DROPPED, b] += 1
         free_attempt(k.att_i, k.si, a)
         return
     wait_s = now - k.att_f[a, A_SENT_T]
     if wait_s > k.st_f[s, STF_SOJOURN_S]:
         if k.att_i[a, A_STATE] == LIVE:
-            reject(k, s, a, now)
+            reject(k, c, a, now, C_REJECTED)
         else:
-            k.counts[s, C_DROPPED, b] += 1
+            k.counts[c, C_DROPPED, b] += 1
             free_attempt(k.att_i, k.si, a)
         return
     k.st_i[s, ST_STARTED] += 1
@@ -302,8 +397,9 @@ def next_event(k):
         )
         if deadline < t:
             t, source, index = deadline, SOURCE_LANE, c
-    if k.sf[SF_NEXT_ARRIVAL] < t:
-        t, source = k.sf[SF_NEXT_ARRIVAL], SOURCE_ARRIVAL
+    for r in range(len(k.ro_f)):
+        if k.ro_f[r, ROF_NEXT] < t:
+            t, source, index = k.ro_f[r, ROF_NEXT], SOURCE_ARRIVAL, r
     return t, source, index
 
 
@@ -333,8 +429,8 @@ def advance(k, until_s):
         k.sf[SF_NOW] = t
         k.si[SI_EVENTS] += 1
         if source == SOURCE_ARRIVAL:
-            on_arrival(k, 0, t)
-            next_arrival(k)
+            on_arrival(k, index, t)
+            next_arrival(k, index)
         elif source == SOURCE_LANE:
             on_timeout(k, index, t)
         else:

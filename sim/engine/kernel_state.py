@@ -16,10 +16,13 @@ object but a `KernelState` named tuple of arrays, laid out here:
   number;
 * random blocks `rand` (one row per stream, `R_*`; the service stream of station s is row
   `R_SERVICE + s`);
-* the fresh demand's grid `grid_t`, `grid_low`, `grid_slope`, `grid_mass` (`Demand.unit_grid`):
-  arrivals are drawn in the kernel by inverting the mean count, from the `R_ARRIVAL` stream of
-  standard exponentials;
-* per-bin results `counts` (`C_*`), `areas` (`AR_*`), `snaps` (`SN_*`), per station;
+* the fresh demand's grid `grid_t` (cell starts) and per route `grid_low`, `grid_slope`,
+  `grid_mass` (`Demand.unit_grid`): arrivals are drawn in the kernel by inverting the mean
+  count, from the `R_ARRIVAL` stream of standard exponentials;
+* routes `ro_i`/`ro_f` (`RO_*`, `ROF_*`): each route's arrivals and its entry client;
+* per-bin results: `counts` (`C_*`) per client (a call edge: a station's figures are the sum
+  over the clients that call it, the service's over the end users' clients), `areas`
+  (`AR_*`) and `snaps` (`SN_*`) per station;
 * latency records `lat_code` (`LAT_CLIENT` and `LAT_SERVER` rows): each record is its bin and
   its bucket of the Recorder's histogram edges in one number, bin · HIST_BUCKETS + bucket, so
   the Python driver folds a whole buffer into per-bin histograms with one `bincount`; the sum
@@ -41,16 +44,25 @@ from sim.engine.clients import THROTTLE_SLOTS
 
 # -- scalars -------------------------------------------------------------------------------
 SI_BIN, SI_N_BINS, SI_CLOSED, SI_HEAP_N, SI_SEQ, SI_FREE, SI_FREE_N, SI_SERIAL = range(8)
-SI_CELL, SI_EVENTS, SI_DIRTY_LO, SI_LAT_CLIENT_N, SI_LAT_SERVER_N, SI_TIMEOUTS = range(8, 14)
-N_SI = 14
-# SF_UNIT: the last point of the unit-rate process whose image is the arrivals;
-# SF_NEXT_ARRIVAL: the next arrival's time (inf when the demand is spent).
-SF_NOW, SF_NEXT_EDGE, SF_BIN_S, SF_UNIT, SF_NEXT_ARRIVAL = range(5)
-N_SF = 5
+SI_EVENTS, SI_DIRTY_LO, SI_LAT_CLIENT_N, SI_LAT_SERVER_N, SI_TIMEOUTS = range(8, 13)
+N_SI = 13
+SF_NOW, SF_NEXT_EDGE, SF_BIN_S = range(3)
+N_SF = 3
+
+# -- routes (a request class: its fresh demand and its first call) -------------------------
+# RO_CLIENT: the client row of the route's entry call (the end user's client); RO_CELL: the
+# grid cell of its next arrival. ROF_UNIT: the last point of the unit-rate process whose
+# image is the route's arrivals; ROF_NEXT: its next arrival's time (inf once spent).
+RO_CLIENT, RO_CELL = range(2)
+N_RO = 2
+ROF_UNIT, ROF_NEXT = range(2)
+N_ROF = 2
 
 # -- stations ------------------------------------------------------------------------------
+ENTRY_STATION = 0  # the entry tier of the first route: the service as its users see it
 ST_SERVERS, ST_BUSY, ST_QHEAD, ST_QLEN, ST_LIFO, ST_DROP_EXPIRED, ST_STARTED, ST_WAITED = range(8)
-N_ST = 8
+ST_PROVIDER = 8  # 1: an external provider (no queue, no pool of ours, a token bucket)
+N_ST = 9
 (
     STF_QUEUE_LIMIT,
     STF_LIFO_OVER,
@@ -64,8 +76,14 @@ N_ST = 8
     STF_CAPACITY_ACC,
     STF_WAIT_SUM,
     STF_BUSY_CLOSED,
-) = range(12)
-N_STF = 12
+    STF_RATE,
+    STF_BURST,
+    STF_TOKENS,
+    STF_TOKENS_T,
+) = range(16)
+N_STF = 16
+# A station's counters by kind of station: a provider's "servers" are calls in flight.
+UNBOUNDED_SERVERS = 2**62
 
 # -- clients -------------------------------------------------------------------------------
 (
@@ -86,14 +104,22 @@ N_STF = 12
     CL_SLOT_S,
     CL_SLOT,
     CL_SCALE,
-) = range(17)
-N_CL = 17
+    CL_NEXT,
+    CL_ASYNC,
+    CL_END_USER,
+) = range(20)
+N_CL = 20
+# CL_NEXT: the client row of the call the station makes next on this route, -1 when it is
+# the route's last; CL_ASYNC: 1 when that call is async (the caller's server is freed when
+# its own work is done); CL_END_USER: 1 for a route's entry call (the end user's client).
 
 # -- attempts ------------------------------------------------------------------------------
 A_SENT_T, A_FIRST_T, A_DEADLINE_T, A_BACKOFF_S = range(4)
 N_AF = 4
-A_TRIES, A_STATE, A_FRESH_BIN, A_CLIENT, A_NEXT, A_SERIAL = range(6)
-N_AI = 6
+A_TRIES, A_STATE, A_FRESH_BIN, A_CLIENT, A_NEXT, A_SERIAL, A_PARENT, A_HOLDING = range(8)
+N_AI = 8
+# A_PARENT: the caller's attempt waiting for this call (-1 for an end user's); A_HOLDING: 1
+# while the attempt holds a server of its station (its own work, then a sync call).
 # LIVE: its client waits. GONE: its client timed out (a server may still do the work).
 # WAITING: a retry in its backoff sleep. FREE: on the free list.
 FREE, LIVE, GONE, WAITING = range(4)
@@ -123,7 +149,9 @@ R_JITTER, R_ERRORS, R_THROTTLE, R_ARRIVAL, R_SERVICE = range(5)
     C_FRESH_OK,
     C_FRESH_FAILED,
 ) = range(len(COUNTERS))
-N_C = len(COUNTERS)
+# Beyond the Recorder's counters: calls a provider's rate limit refused.
+C_LIMITED = len(COUNTERS)
+N_C = len(COUNTERS) + 1
 AR_BUSY, AR_QUEUE, AR_SERVERS, AR_CAPACITY = range(4)
 N_AR = 4
 SN_QUEUE, SN_BUSY, SN_SERVERS = range(3)
@@ -131,7 +159,7 @@ N_SN = 3
 LAT_CLIENT, LAT_SERVER = range(2)
 
 # What one kernel step (one event, or one start from a queue) may use at most of each array.
-STEP_MAX = 2
+STEP_MAX = 4
 
 # Initial sizes (they grow on demand).
 ATTEMPTS0, HEAP0, QUEUE0, LANE0, LAT0, RAND0 = 4096, 4096, 4096, 4096, 2**18, 2**16
@@ -159,6 +187,8 @@ KernelState = namedtuple(
         "rand",
         "rand_pos",
         "rand_n",
+        "ro_i",
+        "ro_f",
         "grid_t",
         "grid_low",
         "grid_slope",
@@ -173,7 +203,7 @@ KernelState = namedtuple(
 )
 
 
-NO_DEMAND = (np.array([0.0, 1.0]), np.zeros(1), np.zeros(1), np.zeros(2))
+NO_DEMAND = (np.array([0.0, 1.0]), np.zeros((1, 1)), np.zeros((1, 1)), np.zeros((1, 2)))
 
 
 def new_state(
@@ -183,9 +213,11 @@ def new_state(
     bin_s: float,
     grid: tuple[np.ndarray, ...] = NO_DEMAND,
 ) -> KernelState:
-    """Empty state for `n_stations` stations and `n_clients` clients, with the demand's `grid`
-    (`Demand.unit_grid`; by default none); the caller fills the stations' and clients'
-    parameters."""
+    """Empty state for `n_stations` stations and `n_clients` clients, with one route per row
+    of the demand's `grid` (cell starts, then per route the rows of `Demand.unit_grid`; by
+    default one route with no demand); the caller fills the stations', clients' and routes'
+    parameters (a route's entry client is row 0 until then)."""
+    n_routes = len(grid[1])
     si = np.zeros(N_SI, dtype=np.int64)
     sf = np.zeros(N_SF, dtype=np.float64)
     si[SI_N_BINS] = n_bins
@@ -203,7 +235,7 @@ def new_state(
         st_i=np.zeros((n_stations, N_ST), dtype=np.int64),
         st_f=st_f,
         queue=np.zeros((n_stations, QUEUE0), dtype=np.int64),
-        cl_f=np.zeros((n_clients, N_CL)),
+        cl_f=_clients(n_clients),
         th_req=np.zeros((n_clients, THROTTLE_SLOTS)),
         th_acc=np.zeros((n_clients, THROTTLE_SLOTS)),
         lane_head=np.zeros(n_clients, dtype=np.int64),
@@ -218,11 +250,13 @@ def new_state(
         rand=np.zeros((R_SERVICE + n_stations, RAND0)),
         rand_pos=np.zeros(R_SERVICE + n_stations, dtype=np.int64),
         rand_n=np.zeros(R_SERVICE + n_stations, dtype=np.int64),
+        ro_i=np.zeros((n_routes, N_RO), dtype=np.int64),
+        ro_f=np.zeros((n_routes, N_ROF)),
         grid_t=grid[0],
         grid_low=grid[1],
         grid_slope=grid[2],
         grid_mass=grid[3],
-        counts=np.zeros((n_stations, N_C, n_bins), dtype=np.int64),
+        counts=np.zeros((n_clients, N_C, n_bins), dtype=np.int64),
         areas=np.zeros((n_stations, N_AR, n_bins)),
         snaps=np.zeros((n_stations, N_SN, n_bins), dtype=np.int64),
         lat_code=np.zeros((2, LAT0), dtype=np.int64),
@@ -230,6 +264,12 @@ def new_state(
         lat_max=np.full((2, n_bins), -math.inf),
     )
     return grow_attempts(state, ATTEMPTS0)
+
+
+def _clients(n_clients: int) -> np.ndarray:
+    cl_f = np.zeros((n_clients, N_CL))
+    cl_f[:, CL_NEXT] = -1.0
+    return cl_f
 
 
 def grow_attempts(state: KernelState, extra: int) -> KernelState:

@@ -19,7 +19,9 @@ from sim.engine.kernel_state import (
     A_DEADLINE_T,
     A_FIRST_T,
     A_FRESH_BIN,
+    A_HOLDING,
     A_NEXT,
+    A_PARENT,
     A_SERIAL,
     A_STATE,
     A_TRIES,
@@ -54,14 +56,18 @@ from sim.engine.kernel_state import (
     ST_QHEAD,
     ST_QLEN,
     ST_SERVERS,
+    STF_BURST,
     STF_BUSY_ACC,
     STF_BUSY_CLOSED,
     STF_CAPACITY_ACC,
     STF_LAST_T,
     STF_LIFO_OVER,
     STF_QUEUE_ACC,
+    STF_RATE,
     STF_SERVER_ACC,
     STF_SLOWDOWN,
+    STF_TOKENS,
+    STF_TOKENS_T,
 )
 
 LOG10_HIST_MIN = math.log10(HIST_MIN_S)
@@ -78,24 +84,38 @@ def draw(rand, rand_pos, stream):
 
 
 @compiled
-def arrival_after(grid_t, grid_low, grid_slope, grid_mass, cell, u):
-    """(time, cell) of the arrival that is the image of point `u` of a unit-rate Poisson
-    process under the inverse of the mean count (`Demand.unit_grid`), searching cells from
-    `cell` on; time inf past the demand's end. The mean count is quadratic in a cell, so its
-    inverse is the root of low·x + slope·x² = y, written to stay exact as slope → 0."""
-    n = len(grid_low)
-    while cell < n and u >= grid_mass[cell + 1]:
+def arrival_after(grid_t, grid_low, grid_slope, grid_mass, r, cell, u):
+    """(time, cell) of route r's arrival that is the image of point `u` of a unit-rate Poisson
+    process under the inverse of its mean count (rows of `Demand.unit_grid`), searching cells
+    from `cell` on; time inf past the demand's end. The mean count is quadratic in a cell, so
+    its inverse is the root of low·x + slope·x² = y, written to stay exact as slope → 0."""
+    n = grid_low.shape[1]
+    while cell < n and u >= grid_mass[r, cell + 1]:
         cell += 1
     if cell >= n:
         return math.inf, cell
-    y = u - grid_mass[cell]
-    low, slope = grid_low[cell], grid_slope[cell]
+    y = u - grid_mass[r, cell]
+    low, slope = grid_low[r, cell], grid_slope[r, cell]
     width = grid_t[cell + 1] - grid_t[cell]
     x = 0.0
     if y > 0.0:
         denominator = low + math.sqrt(max(low * low + 4.0 * slope * y, 0.0))
         x = 2.0 * y / denominator if denominator > 0.0 else width
     return grid_t[cell] + min(x, width), cell
+
+
+@compiled
+def provider_admits(st_f, s, now):
+    """Whether provider s's token bucket (STF_RATE a second, at most STF_BURST) holds a token
+    for one more call at `now`; if so the call takes it."""
+    tokens = st_f[s, STF_TOKENS] + (now - st_f[s, STF_TOKENS_T]) * st_f[s, STF_RATE]
+    tokens = min(tokens, st_f[s, STF_BURST])
+    st_f[s, STF_TOKENS_T] = now
+    if tokens >= 1.0:
+        st_f[s, STF_TOKENS] = tokens - 1.0
+        return True
+    st_f[s, STF_TOKENS] = tokens
+    return False
 
 
 @compiled
@@ -144,9 +164,10 @@ def close_bin(k, edge):
 
 
 @compiled
-def count_fate(counts, si, s, counter, fresh_bin):
-    """Count a request's final fate in its first-arrival bin (which may be closed already)."""
-    counts[s, counter, fresh_bin] += 1
+def count_fate(counts, si, c, counter, fresh_bin):
+    """Count a request's final fate for client c in its first-arrival bin (which may be
+    closed already)."""
+    counts[c, counter, fresh_bin] += 1
     if fresh_bin < si[SI_DIRTY_LO]:
         si[SI_DIRTY_LO] = fresh_bin
 
@@ -184,8 +205,9 @@ def record_latency(lat_code, lat_sum, lat_max, si, row, value_s, b):
 
 # -- the attempt table ---------------------------------------------------------------------
 @compiled
-def new_attempt(att_f, att_i, si, client, first_t, tries, backoff_s, fresh_bin):
-    """A row of the attempt table, from the free list."""
+def new_attempt(att_f, att_i, si, client, first_t, tries, backoff_s, fresh_bin, parent):
+    """A row of the attempt table, from the free list; `parent` is the caller's attempt that
+    waits for this call (-1 for an end user's request)."""
     a = si[SI_FREE]
     si[SI_FREE] = att_i[a, A_NEXT]
     si[SI_FREE_N] -= 1
@@ -194,6 +216,8 @@ def new_attempt(att_f, att_i, si, client, first_t, tries, backoff_s, fresh_bin):
     att_i[a, A_CLIENT] = client
     att_i[a, A_TRIES] = tries
     att_i[a, A_FRESH_BIN] = fresh_bin
+    att_i[a, A_PARENT] = parent
+    att_i[a, A_HOLDING] = 0
     att_f[a, A_FIRST_T] = first_t
     att_f[a, A_BACKOFF_S] = backoff_s
     return a

@@ -210,16 +210,22 @@ class Demand:
         cumulative = np.concatenate([[0.0], np.cumsum((rate[1:] + rate[:-1]) / 2 * step)])
         return population.initial_users + population.activation * np.interp(t, grid, cumulative)
 
-    def _rate(self, t: np.ndarray) -> np.ndarray:
+    def _rate(self, t: np.ndarray, source: str | None = None) -> np.ndarray:
+        """λ(t): all of it, or one route `source`'s part: "steady" (the [arrivals] rate and
+        the active users' requests) or "signup" (the new users' sign-up work)."""
         arrivals = self._scenario.arrivals
         cycle = self._daily_cycle(t)
-        rate = surge_factor(arrivals.surge, arrivals.rate, t) * cycle
+        rate = np.zeros_like(t)
+        if source != "signup":
+            rate = rate + surge_factor(arrivals.surge, arrivals.rate, t) * cycle
         population = self._scenario.population
         if population is not None:
-            users = self._active_users(t)
-            signups = population.activation * self.downloads_rps(t)
-            rate = rate + users * population.requests_per_user * cycle
-            rate = rate + signups * population.requests_per_signup
+            if source != "signup":
+                users = self._active_users(t)
+                rate = rate + users * population.requests_per_user * cycle
+            if source != "steady":
+                signups = population.activation * self.downloads_rps(t)
+                rate = rate + signups * population.requests_per_signup
         return rate
 
     # -- the grid form both engines use ----------------------------------------------------
@@ -258,16 +264,33 @@ class Demand:
         """Expected fresh requests over the whole run (real units)."""
         return float(self.cumulative(self.duration_s))
 
-    def unit_grid(self, scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """The grid the DES draws arrivals from, in simulated requests (λ / scale): cell starts
-        `t` (with the end), each cell's rate at its start `low` and `slope` such that the mean
+    def unit_grid(
+        self, scale: float, share: float = 1.0, source: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The grid the DES draws arrivals from, in simulated requests (λ / scale), of the
+        whole demand times `share`, or of one `source`'s part (a route's): cell starts `t`
+        (with the end), each cell's rate at its start `low` and `slope` such that the mean
         count from a cell's start t0 to t0 + x is low·x + slope·x², and the mean count `mass`
         at each cell start (with the total at the end)."""
+        left, right = self.left, self.right
+        if source is not None:
+            left, right = self.source_edges(source)
+        left, right = left * share, right * share
         width = np.diff(self.t)
-        low = self.left / scale
-        slope = (self.right - self.left) / scale / (2 * width)
-        mass = np.concatenate([[0.0], np.cumsum((self.left + self.right) / 2 * width / scale)])
+        low = left / scale
+        slope = (right - left) / scale / (2 * width)
+        mass = np.concatenate([[0.0], np.cumsum((left + right) / 2 * width / scale)])
         return self.t.copy(), low, slope, mass
+
+    def source_edges(self, source: str) -> tuple[np.ndarray, np.ndarray]:
+        """A source's rate just inside each cell's ends (as `left` and `right` are λ's)."""
+        width = np.diff(self.t)
+        inset = np.minimum(width * 1e-6, 1e-6)
+        with np.errstate(over="ignore", invalid="ignore"):
+            return (
+                self._rate(self.t[:-1] + inset, source),
+                self._rate(self.t[1:] - inset, source),
+            )
 
 
 def service_time_draw(

@@ -36,14 +36,17 @@ def timeseries_csv(ts: Timeseries) -> str:
     """timeseries.csv text: one row per bin, the columns of DESIGN.md in order."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(TIMESERIES_COLUMNS)
+    # DESIGN.md's columns, then a service graph's per-tier and per-route ones (TIER.queue,
+    # ROUTE.success_ratio: the only names with a dot).
+    names = [*TIMESERIES_COLUMNS, *(c for c in ts.columns if "." in c)]
+    writer.writerow(names)
     n = len(ts)
     times = (
         [(ts.start + timedelta(seconds=float(t))).strftime("%Y-%m-%dT%H:%M:%SZ") for t in ts["t_s"]]
         if ts.start is not None
         else [""] * n
     )
-    columns = [ts[c] if c != "time" else times for c in TIMESERIES_COLUMNS]
+    columns = [ts[c] if c != "time" else times for c in names]
     for row in zip(*columns, strict=True):
         writer.writerow([_cell(v) for v in row])
     return out.getvalue()

@@ -25,17 +25,18 @@ def _demand(text: str) -> Demand:
 def _arrivals(demand: Demand, scale: float = 1.0, seed: int = 1) -> np.ndarray:
     """The arrival times the kernel draws: each point of a unit-rate Poisson process (running
     sums of the arrival stream's exponentials) through `arrival_after`, as `next_arrival` does."""
-    grid = demand.unit_grid(scale)
-    total = grid[3][-1]
+    t, low, slope, mass = demand.unit_grid(scale)
+    grid = t, low[None, :], slope[None, :], mass[None, :]
+    total = mass[-1]
     n = int(total + 10 * math.sqrt(total) + 100)
     units = np.cumsum(np.random.default_rng(seed).standard_exponential(n))
     assert units[-1] > total  # the demand is spent within the draws
     times, cell = [], 0
     for u in units.tolist():
-        t, cell = arrival_after(*grid, cell, u)
-        if t == math.inf:
+        at, cell = arrival_after(*grid, 0, cell, u)
+        if at == math.inf:
             break
-        times.append(t)
+        times.append(at)
     return np.maximum.accumulate(np.asarray(times))
 
 
