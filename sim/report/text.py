@@ -602,3 +602,165 @@ def theory_facts(summary: dict) -> dict[str, Any] | None:
         "compare": compare if len(compare) > 1 else [],
         "verdict": verdict,
     }
+
+
+# -- a service graph's tiers and routes ------------------------------------------------------
+FAILED_SHARE = 0.01  # a bin where more than this share of a tier's attempts failed: saturated
+SATURATED_UTILIZATION = 0.95
+BUSY_UTILIZATION = 0.8
+
+
+def route_calls(summary: dict) -> dict[str, list[str]]:
+    """Each route's tiers in call order (entry tier first), from summary["routes"]."""
+    routes = summary.get("routes") or {}
+    return {name: list(r.get("amplification") or {}) for name, r in routes.items()}
+
+
+def call_edges(summary: dict) -> dict[tuple[str, str], list[str]]:
+    """(caller, callee) -> the routes making that call, one entry per edge of the graph."""
+    edges: dict[tuple[str, str], list[str]] = {}
+    for route, calls in route_calls(summary).items():
+        for caller, callee in zip(calls, calls[1:], strict=False):
+            edges.setdefault((caller, callee), []).append(route)
+    return edges
+
+
+def call_depths(summary: dict) -> dict[str, int]:
+    """Each tier's depth in the graph: 0 for an entry tier, else its latest place in any route's
+    call order (so every caller is drawn left of the tiers it calls, when the graph allows)."""
+    depths = {name: 0 for name in summary.get("tiers") or {}}
+    for calls in route_calls(summary).values():
+        for place, tier in enumerate(calls):
+            depths[tier] = max(depths.get(tier, 0), place)
+    return depths
+
+
+def _column(ts, name: str):
+    """A timeseries column as a float list, or None when the run lacks it."""
+    if ts is None or name not in ts.columns:
+        return None
+    return [float(v) for v in ts[name]]
+
+
+def tier_failed(ts, tier: str) -> list[float]:
+    """Per bin: the tier's attempts that failed (timed out, rejected, or refused by its rate
+    limit), NaN counted as none."""
+    parts = [_column(ts, f"{tier}.{key}") for key in ("timed_out", "rejected", "limited")]
+    parts = [p for p in parts if p is not None]
+    if not parts:
+        return []
+    return [sum(v for v in values if math.isfinite(v)) for values in zip(*parts, strict=True)]
+
+
+def tier_state(ts, tier: str) -> tuple[str, float | None]:
+    """A tier's worst state over the run, and the first moment (seconds) of it if it saturated.
+
+    "saturated": some bin in which more than 1% of its attempts failed, or its utilisation
+    reached 0.95; "busy": not that, but its utilisation reached 0.8, or a provider refused
+    calls by its rate limit; "healthy" otherwise. The one rule both graph.png's colours and
+    the report's sentence on how the failure spread use, so they never disagree.
+    """
+    t_s = _column(ts, "t_s") or []
+    attempts = _column(ts, f"{tier}.attempts") or [0.0] * len(t_s)
+    utilization = _column(ts, f"{tier}.utilization") or [math.nan] * len(t_s)
+    failed = tier_failed(ts, tier) or [0.0] * len(t_s)
+    for t, tried, lost, busy in zip(t_s, attempts, failed, utilization, strict=True):
+        if (tried > 0 and lost > FAILED_SHARE * tried) or busy >= SATURATED_UTILIZATION:
+            return "saturated", t
+    peak = max((u for u in utilization if math.isfinite(u)), default=0.0)
+    limited = sum(v for v in _column(ts, f"{tier}.limited") or [] if math.isfinite(v))
+    return ("busy" if peak >= BUSY_UTILIZATION or limited > 0 else "healthy"), None
+
+
+def saturation_order(summary: dict, ts) -> list[tuple[str, float]]:
+    """(tier, first saturated moment) of every tier that saturated, earliest first. Tiers
+    that saturated in the same bin are listed deepest first: failures are answered up the
+    chain, so a callee's failure shows at its callers in the same bin."""
+    depths = call_depths(summary)
+    onsets = []
+    for tier in summary.get("tiers") or {}:
+        state, t = tier_state(ts, tier)
+        if state == "saturated":
+            onsets.append((t, -depths.get(tier, 0), tier))
+    return [(tier, t) for t, _, tier in sorted(onsets)]
+
+
+def _moment(summary: dict, t_s: float) -> str:
+    """'11 Jan 18:20 UTC' (or an offset into the run when it has no start)."""
+    start = _start(summary)
+    if start is None:
+        return f"{seconds(t_s)} into the run"
+    return (start + timedelta(seconds=float(t_s))).strftime("%d %b %H:%M UTC").lstrip("0")
+
+
+def spread_sentence(summary: dict, ts) -> str:
+    """How the failure spread through the tiers, in the order they saturated: 'sms saturated
+    first (11 Jan 18:20 UTC); then api (15 Jan 14:10 UTC)', tiers of one bin named together;
+    or 'No tier saturated ...' when none did."""
+    order = saturation_order(summary, ts)
+    if not order:
+        return "No tier saturated (no bin with over 1% of a tier's attempts failed or 95% use)."
+    (first, first_t), rest = order[0], order[1:]
+    groups: list[tuple[float, list[str]]] = []  # (moment, tiers that saturated then)
+    for tier, t in rest:
+        if groups and groups[-1][0] == t:
+            groups[-1][1].append(tier)
+        else:
+            groups.append((t, [tier]))
+    text = f"{first} saturated first ({_moment(summary, first_t)})"
+    for t, names in groups:
+        named = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+        if t == first_t and summary.get("bin_s"):
+            text += f"; then {named} in the same {seconds(summary['bin_s'])} bin"
+        else:
+            text += f"; then {named} ({_moment(summary, t)})"
+    return text + "."
+
+
+def tier_rows(summary: dict) -> list[list[str]]:
+    """The tier table: header, then one row per tier (the entry tier first, then by depth)."""
+    tiers = summary.get("tiers") or {}
+    depths = call_depths(summary)
+    rows = [
+        [
+            "tier",
+            "kind",
+            "utilisation",
+            "queue max",
+            "wait mean",
+            "attempts",
+            "rejected",
+            "timed out",
+            "limited",
+        ]
+    ]
+    for name in sorted(tiers, key=lambda n: depths.get(n, 0)):
+        t = tiers[name]
+        rows.append(
+            [
+                name,
+                t.get("kind", "pool"),
+                ratio(t.get("utilization"), 1),
+                count((t.get("queue") or {}).get("max")),
+                seconds((t.get("wait_s") or {}).get("mean")),
+                count(t.get("attempts")),
+                count(t.get("rejected")),
+                count(t.get("timed_out")),
+                count(t.get("limited")) if t.get("kind") == "provider" else "–",
+            ]
+        )
+    return rows
+
+
+def route_rows(summary: dict) -> list[list[str]]:
+    """The route table: fresh requests, success ratio, and attempts per fresh request at each
+    tier it calls, in call order."""
+    rows = [["route", "fresh", "success ratio", "amplification per tier (call order)"]]
+    for name, r in (summary.get("routes") or {}).items():
+        amplification = " → ".join(
+            f"{tier} {value:.2f}×" for tier, value in (r.get("amplification") or {}).items()
+        )
+        rows.append(
+            [name, count(r.get("fresh")), ratio(r.get("success_ratio")), amplification or "–"]
+        )
+    return rows
