@@ -27,7 +27,12 @@ from sim.model.scenario import load_scenario, parse_scenario
 from sim.model.workload import Demand
 from sim.run import estimate_requests
 
-SCENARIOS = sorted((REPO / "scenarios").glob("*.toml"))
+# The fluid engine runs single pools only so far (a graph is refused: tests/test_cli.py).
+SCENARIOS = [
+    path
+    for path in sorted((REPO / "scenarios").glob("*.toml"))
+    if not load_scenario(path).has_graph
+]
 # DES runs of shipped scenarios in this file stay below this many simulated requests (~10 s);
 # a larger one is compared with its committed report, which its own test pins to a fresh run.
 DES_BUDGET = 5_000_000

@@ -14,13 +14,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import assert_within
+from helpers import REPO, assert_within
 
 import sim
 from sim.analysis import theory
 from sim.analysis.metrics import TIMESERIES_COLUMNS
 from sim.io import summary_json
-from sim.model.scenario import parse_scenario
+from sim.model.scenario import load_scenario, parse_scenario
 from sim.report.writer import timeseries_csv
 
 SEEDS = range(1, 9)
@@ -264,3 +264,20 @@ def test_a_single_tier_spelled_as_tiers_runs_byte_for_byte_as_service() -> None:
     assert "tiers" not in json.loads(summary)
     # Exactly DESIGN.md's columns: nothing of the graph's, nothing internal.
     assert csv_text.splitlines()[0].split(",") == list(TIMESERIES_COLUMNS)
+
+
+def test_the_shipped_cascade_is_metastable_and_its_retry_budget_ends_it() -> None:
+    """scenarios/cascade.toml: five minutes of a 3x slower database leave the API down to the
+    end of the hour (its threads held by database calls, retries at two layers keeping offered
+    load above capacity); cascade-budget.toml, the same with a retry budget on the clients,
+    recovers within ten minutes of the fault's start."""
+    cascade = sim.simulate(load_scenario(REPO / "scenarios" / "cascade.toml")).summary
+    assert cascade["metastable"] is True and not cascade["recovered"]
+    (outage,) = cascade["outages"]
+    assert outage["start_s"] == pytest.approx(600, abs=60) and outage["cause"] == "metastable"
+    assert cascade["routes"]["read"]["amplification"]["api"] > 3
+    assert cascade["tiers"]["api"]["queue"]["final"] == 2000  # the API's queue stays full
+    budget = sim.simulate(load_scenario(REPO / "scenarios" / "cascade-budget.toml")).summary
+    assert budget["recovered"] and budget["metastable"] is False
+    assert budget["outage_total_s"] <= 600
+    assert budget["routes"]["read"]["success_ratio"] > cascade["routes"]["read"]["success_ratio"]
