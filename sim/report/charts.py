@@ -27,10 +27,12 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: 
 
 from sim.analysis.metrics import Timeseries  # noqa: E402
 from sim.model.units import format_duration  # noqa: E402
+from sim.report.text import call_depths, call_edges, tier_state  # noqa: E402
 
 WIDTH_IN, DPI = 13.0, 100  # 1300 px wide
 CHART_NAMES = ("queue.png", "load.png", "latency.png", "outcomes.png", "dashboard.png")
 COMPARE_NAMES = ("compare_queue.png", "compare_load.png")
+GRAPH_CHART_NAMES = ("graph.png", "tiers.png")  # service graphs only
 # Okabe–Ito: distinguishable with colour-vision deficiencies.
 BLUE, ORANGE, VERMILLION, GREEN = "#0072B2", "#E69F00", "#D55E00", "#009E73"
 SKY, PURPLE, GREY, BLACK = "#56B4E9", "#CC79A7", "#777777", "#000000"
@@ -592,17 +594,231 @@ def figure_png(fig) -> bytes:
 
 
 def write_charts(summary: dict, ts: Timeseries, out_dir: Path) -> list[Path]:
-    """Write the five charts (CHART_NAMES) into out_dir; return their paths."""
+    """Write the five charts (CHART_NAMES), and for a service graph GRAPH_CHART_NAMES too,
+    into out_dir; return their paths."""
 
     if not len(ts):
         return []
     makers = (queue_figure, load_figure, latency_figure, outcomes_figure, dashboard_figure)
+    if summary.get("tiers"):  # a service graph: its picture and its tiers over time too
+        makers += (graph_figure, tiers_figure)
     written = []
-    for name, make in zip(CHART_NAMES, makers, strict=True):
+    for name, make in zip(CHART_NAMES + GRAPH_CHART_NAMES, makers, strict=False):
         path = Path(out_dir) / name
         atomic_write(path, figure_png(make(summary, ts)))
         written.append(path)
     return written
+
+
+# -- a service graph ------------------------------------------------------------------------
+# a tier's worst state (text.tier_state) -> (fill, edge, legend words)
+STATE_STYLE = {
+    "saturated": (
+        "#F6C9B0",
+        VERMILLION,
+        "saturated: >1% of attempts failed in a bin, or ≥95% busy",
+    ),
+    "busy": ("#FBE3B0", ORANGE, "busy: ≥80% busy in a bin, or rate-limited below 1%"),
+    "healthy": ("#BFE6D8", GREEN, "healthy"),
+}
+BOX_W, BOX_H = 2.3, 1.05  # a tier's box, in layout units (one column is 4 units wide)
+COLUMN_GAP, ROW_GAP = 4.0, 1.7
+
+
+def graph_layout(summary: dict) -> dict[str, tuple[float, float]]:
+    """Box centres: tiers in columns by call depth, left to right; within a column, ordered by
+    the mean height of their callers (fewer crossing arrows), centred on the middle row."""
+    depths = call_depths(summary)
+    edges = call_edges(summary)
+    columns: dict[int, list[str]] = {}
+    for tier in summary.get("tiers") or {}:
+        columns.setdefault(depths[tier], []).append(tier)
+    centres: dict[str, tuple[float, float]] = {}
+    for depth in sorted(columns):
+        tiers = columns[depth]
+
+        def callers_height(tier: str) -> float:
+            ys = [centres[a][1] for (a, b) in edges if b == tier and a in centres]
+            return -sum(ys) / len(ys) if ys else 0.0
+
+        tiers.sort(key=callers_height)  # stable: ties keep the summary's order
+        for row, tier in enumerate(tiers):
+            centres[tier] = (depth * COLUMN_GAP, ((len(tiers) - 1) / 2 - row) * ROW_GAP)
+    return centres
+
+
+def _tier_note(summary: dict, ts: Timeseries, tier: str) -> str:
+    """The small print in a tier's box: what it is and its worst numbers."""
+    facts = summary["tiers"][tier]
+    attempts = facts.get("attempts") or 0
+    failed = sum(facts.get(k) or 0 for k in ("timed_out", "rejected", "limited"))
+    failed_text = f"failed {failed / attempts:.1%}" if attempts else "no attempts"
+    if facts.get("kind") == "provider":
+        return f"external provider\n{human(attempts)} calls · {failed_text}"
+    servers = ts[f"{tier}.servers"] if f"{tier}.servers" in ts.columns else []
+    servers = np.asarray(servers, dtype=float)
+    servers = servers[np.isfinite(servers)]
+    size = f"{human(float(servers.max()))} servers" if len(servers) else "pool"
+    utilization = ts[f"{tier}.utilization"] if f"{tier}.utilization" in ts.columns else []
+    utilization = np.asarray(utilization, dtype=float)
+    utilization = utilization[np.isfinite(utilization)]
+    peak = f"peak {utilization.max():.0%} busy" if len(utilization) else ""
+    return f"{size} · {peak}\n{human(attempts)} attempts · {failed_text}"
+
+
+def _arrow_bend(start, end, centres, skip: tuple[str, str]) -> float:
+    """The arc3 bend of an arrow: 0 (straight) when no other box is in its way, else the
+    smallest bend, up or down, whose curve clears every box but its two ends."""
+    boxes = [c for tier, c in centres.items() if tier not in skip]
+    (x0, y0), (x1, y1) = start, end
+    steps = np.linspace(0.0, 1.0, 41)[:, None]
+    for bend in (0.0, 0.3, -0.3, 0.5, -0.5, 0.8, -0.8):
+        # arc3: a quadratic Bézier through a control point off the middle by bend × length
+        control = np.array([(x0 + x1) / 2 + bend * (y1 - y0), (y0 + y1) / 2 - bend * (x1 - x0)])
+        curve = (1 - steps) ** 2 * np.array(start) + 2 * (1 - steps) * steps * control
+        curve += steps**2 * np.array(end)
+        clear = all(
+            not np.any((abs(curve[:, 0] - bx) < BOX_W / 2 + 0.15)
+                       & (abs(curve[:, 1] - by) < BOX_H / 2 + 0.15))
+            for bx, by in boxes
+        )  # fmt: skip
+        if clear:
+            return bend
+    return 0.3
+
+
+def graph_figure(summary: dict, ts: Timeseries):
+    """The service graph: tiers as boxes coloured by their worst state in the run, one arrow
+    per caller → callee labelled with the routes that make the call; providers (external,
+    rate-limited) in dashed, rounded boxes. Drawn to scale (equal aspect), at most 1.2 inches
+    a layout unit, so a small graph is not blown up to the page's width."""
+    centres = graph_layout(summary)
+    edges = call_edges(summary)
+    xs = [x for x, _ in centres.values()] or [0.0]
+    ys = [y for _, y in centres.values()] or [0.0]
+    x_lim = (min(xs) - BOX_W / 2 - 0.5, max(xs) + BOX_W / 2 + 0.5)
+    y_lim = (min(ys) - BOX_H / 2 - 0.6, max(ys) + BOX_H / 2 + 0.9)  # room for bent arrows
+    scale = min(1.2, (WIDTH_IN - 0.4) / (x_lim[1] - x_lim[0]))  # inches per layout unit
+    height = (y_lim[1] - y_lim[0]) * scale + 1.3  # the title above, the legend below
+    fig, ax = plt.subplots(figsize=(WIDTH_IN, height), dpi=DPI, layout="constrained")
+    _suptitle(fig, summary, "the service graph, each tier coloured by its worst state")
+    for (caller, callee), routes in edges.items():
+        (x0, y0), (x1, y1) = centres[caller], centres[callee]
+        forward = x1 > x0
+        start = (x0 + BOX_W / 2, y0) if forward else (x0, y0 - BOX_H / 2)
+        end = (x1 - BOX_W / 2, y1) if forward else (x1, y1 - BOX_H / 2)
+        bend = _arrow_bend(start, end, centres, (caller, callee))
+        ax.annotate(
+            "", xy=end, xytext=start,
+            arrowprops={"arrowstyle": "-|>", "color": "#333333", "lw": 1.4,
+                        "mutation_scale": 16, "shrinkA": 2, "shrinkB": 2,
+                        "connectionstyle": f"arc3,rad={bend}"},
+        )  # fmt: skip
+        # the label on the curve's middle: half-way to arc3's control point
+        mx = (start[0] + end[0]) / 2 + bend * (end[1] - start[1]) / 2
+        my = (start[1] + end[1]) / 2 - bend * (end[0] - start[0]) / 2
+        ax.text(mx, my, ", ".join(routes), ha="center", va="center", fontsize=9.5,
+                color="#333333", parse_math=False, zorder=4,
+                bbox={"facecolor": "white", "edgecolor": "#bbbbbb",
+                      "boxstyle": "round,pad=0.25"})  # fmt: skip
+    for tier, (x, y) in centres.items():
+        state, _ = tier_state(ts, tier)
+        fill, edge, _ = STATE_STYLE[state]
+        provider = summary["tiers"][tier].get("kind") == "provider"
+        ax.add_patch(
+            matplotlib.patches.FancyBboxPatch(
+                (x - BOX_W / 2, y - BOX_H / 2), BOX_W, BOX_H,
+                boxstyle="round,pad=0.02,rounding_size=0.3" if provider else "square,pad=0.02",
+                facecolor=fill, edgecolor=edge, lw=2.4, ls="--" if provider else "-", zorder=3,
+            )
+        )  # fmt: skip
+        ax.text(x, y + 0.22, tier, ha="center", va="center", fontsize=12, fontweight="bold",
+                parse_math=False, zorder=5)  # fmt: skip
+        ax.text(x, y - 0.2, _tier_note(summary, ts, tier), ha="center", va="center",
+                fontsize=9.5, color="#333333", parse_math=False, zorder=5,
+                linespacing=1.3)  # fmt: skip
+    handles = [
+        matplotlib.patches.Patch(facecolor=fill, edgecolor=edge, lw=2, label=words)
+        for fill, edge, words in STATE_STYLE.values()
+    ]
+    handles.append(
+        matplotlib.patches.Patch(
+            facecolor="white",
+            edgecolor=GREY,
+            lw=2,
+            ls="--",
+            label="dashed, rounded: external provider",
+        )  # fmt: skip
+    )
+    fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=9.5,
+               title="box: a tier, coloured by its worst state in the run · arrow: a call, "
+               "labelled with the routes making it", title_fontsize=10)  # fmt: skip
+    ax.set_xlim(*x_lim)
+    ax.set_ylim(*y_lim)
+    ax.set_aspect("equal", adjustable="box")
+    ax.axis("off")
+    return fig
+
+
+# line styles for many tiers: colour, dash and marker together, so they survive greyscale
+TIER_STYLES = (
+    (BLUE, "-", "o"),
+    (VERMILLION, "--", "s"),
+    (GREEN, "-.", "^"),
+    (PURPLE, ":", "D"),
+    (ORANGE, "-", "v"),
+    (SKY, "--", "P"),
+    (BLACK, "-.", "X"),
+    (GREY, ":", "*"),
+)
+
+
+def _tier_lines(ax, summary: dict, ts: Timeseries, axis: _Axis, column: str, tiers) -> None:
+    """One step line per tier of TIER.<column>, each with a few markers to tell them apart."""
+    x = axis.edges(ts)
+    every = max(1, len(ts) // 12)
+    for i, tier in enumerate(tiers):
+        colour, style, marker = TIER_STYLES[i % len(TIER_STYLES)]
+        ax.step(x, _steps(ts, f"{tier}.{column}"), where="post", color=colour, ls=style, lw=1.6)
+        # markers at bin middles, staggered so that equal lines still show each marker
+        mid = axis.x(ts["t_s"] + ts.bin_s / 2)
+        ax.plot(mid[i % every :: every], np.asarray(ts[f"{tier}.{column}"])[i % every :: every],
+                ls="", marker=marker, ms=5, color=colour)  # fmt: skip
+        ax.plot([], [], color=colour, ls=style, lw=1.6, marker=marker, ms=5, label=tier)
+
+
+def tiers_figure(summary: dict, ts: Timeseries):
+    """Each tier's queue and utilisation on one time axis (providers have no servers, so no
+    utilisation line), outages shaded and events marked as on the other charts."""
+    axis = _Axis(ts)
+    depths = call_depths(summary)
+    tiers = sorted(summary.get("tiers") or {}, key=lambda t: depths.get(t, 0))
+    pools = [t for t in tiers if summary["tiers"][t].get("kind") != "provider"]
+    fig, lane, (queue_ax, busy_ax) = _figure(
+        9.0, _lane_rows(summary, axis.span_s), panels=2, ratios=[3.0, 3.0]
+    )
+    _suptitle(fig, summary, "queue and utilisation per tier")
+    _tier_lines(queue_ax, summary, ts, axis, "queue", tiers)
+    queue_ax.set_title("requests waiting at each tier (end of bin)", loc="left", fontsize=11)
+    queue_ax.set_ylabel("requests in queue")
+    peak = max((float(np.nanmax(ts[f"{t}.queue"])) for t in tiers), default=0.0)
+    queue_ax.set_ylim(bottom=0, top=max(peak * 1.05, 1.0))
+    queue_ax.yaxis.set_major_formatter(FuncFormatter(human))
+    _tier_lines(busy_ax, summary, ts, axis, "utilization", pools)
+    busy_ax.axhline(0.95, color=BLACK, lw=1.0, ls=":", label="95%: saturated")
+    busy_ax.set_title("share of each pool's servers busy (providers have none)", loc="left",
+                      fontsize=11)  # fmt: skip
+    busy_ax.set_ylabel("utilisation")
+    busy_ax.set_ylim(0, 1.05)
+    busy_ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:.0%}"))
+    for ax in (queue_ax, busy_ax):
+        shade_outages(ax, summary, axis)
+        mark_events(ax, summary, axis)
+        ax.grid(alpha=0.3)
+        _legend(ax)
+    axis.format(busy_ax)
+    draw_timeline(lane, summary, axis)
+    return fig
 
 
 # -- two runs overlaid -----------------------------------------------------------------------
