@@ -19,9 +19,12 @@ from sim.report.text import (
     outage_rows,
     parameter_rows,
     provenance_rows,
+    route_rows,
     run_span,
     sentence,
+    spread_sentence,
     theory_facts,
+    tier_rows,
     timeline_rows,
     total_rows,
     warning_lines,
@@ -40,6 +43,12 @@ CAPTIONS = {
     "the line shows fresh requests.",
     "compare_queue.png": "Queue length of both runs overlaid, with their outages shaded.",
     "compare_load.png": "Offered load and capacity of both runs, with their fresh demand.",
+    "graph.png": "The service graph: a box per tier (dashed and rounded: an external provider), "
+    "an arrow per call, labelled with the routes making it. Red: the tier saturated (in some "
+    "bin over 1% of its attempts failed, or 95% of its servers were busy); amber: busy (80% "
+    "busy, or rate-limited); green: healthy.",
+    "tiers.png": "Requests waiting at each tier, and the share of each pool's servers busy, "
+    "per bin. Shaded: outages.",
 }
 ALT = {
     "dashboard.png": "Dashboard: queue, load, latency, outcomes",
@@ -47,8 +56,11 @@ ALT = {
     "load.png": "Demand, offered load and capacity",
     "latency.png": "Latency percentiles per bin",
     "outcomes.png": "Outcomes of attempts per bin",
+    "graph.png": "The service graph, tiers coloured by their worst state",
+    "tiers.png": "Queue and utilisation per tier",
 }
 PAGE_CHARTS = ("queue.png", "load.png", "latency.png", "outcomes.png")
+TIER_CHARTS = ("graph.png", "tiers.png")  # a service graph's, in its "Tiers" section
 
 
 # -- HTML ------------------------------------------------------------------------------------
@@ -177,8 +189,22 @@ def html_theory(summary: dict) -> str:
     return "".join(parts)
 
 
-def html_report(summary: dict, images: dict[str, bytes]) -> str:
-    """report.html: one self-contained page; `images` maps chart names to PNG bytes."""
+def html_tiers(summary: dict, images: dict[str, bytes], ts=None) -> str:
+    """The "Tiers" section of a service graph (nothing for one pool): how the failure spread
+    (when the Timeseries is given), the two charts, and the tables of tiers and routes."""
+    if not summary.get("tiers"):
+        return ""
+    parts = ["<h2>Tiers</h2>"]
+    if ts is not None:
+        parts.append(f"<p>{escape(spread_sentence(summary, ts))}</p>")
+    parts += [html_figure(n, images[n]) for n in TIER_CHARTS if n in images]
+    parts += [html_table(tier_rows(summary)), html_table(route_rows(summary))]
+    return "".join(parts)
+
+
+def html_report(summary: dict, images: dict[str, bytes], ts=None) -> str:
+    """report.html: one self-contained page; `images` maps chart names to PNG bytes; `ts`,
+    the run's Timeseries, tells a service graph's page how the failure spread."""
     title = summary.get("title") or summary.get("scenario") or "outage-sim run"
     description = summary.get("description") or ""
     body = [
@@ -193,6 +219,7 @@ def html_report(summary: dict, images: dict[str, bytes]) -> str:
         "<h2>Outages</h2>"
         + (html_table(outage_rows(summary)) if summary.get("outages") else "<p>None.</p>"),
         "<h2>Charts</h2>" + "".join(html_figure(n, images[n]) for n in PAGE_CHARTS if n in images),
+        html_tiers(summary, images, ts),
         html_theory(summary),
         "<h2>Key parameters</h2>" + html_table(parameter_rows(summary))
         if summary.get("parameters")
@@ -264,8 +291,20 @@ def md_theory(summary: dict) -> list[str]:
     return parts
 
 
-def markdown_report(summary: dict, images: list[str]) -> str:
-    """report.md: the report for pasting into a postmortem; `images` are files beside it."""
+def md_tiers(summary: dict, images: list[str], ts=None) -> list[str]:
+    """The "Tiers" section's parts (none for one pool): as `html_tiers`, in Markdown."""
+    if not summary.get("tiers"):
+        return []
+    parts = ["## Tiers"]
+    if ts is not None:
+        parts.append(md_text(spread_sentence(summary, ts)))
+    parts += [f"![{ALT[n]}]({n})\n\n{md_text(CAPTIONS[n])}" for n in TIER_CHARTS if n in images]
+    return parts + [md_table(tier_rows(summary)), md_table(route_rows(summary))]
+
+
+def markdown_report(summary: dict, images: list[str], ts=None) -> str:
+    """report.md: the report for pasting into a postmortem; `images` are files beside it;
+    `ts`, the run's Timeseries, tells a service graph's page how the failure spread."""
     title = summary.get("title") or summary.get("scenario") or "outage-sim run"
     parts = [
         f"# {md_text(title)}",
@@ -282,6 +321,7 @@ def markdown_report(summary: dict, images: list[str]) -> str:
     if charts:
         parts.append("## Charts")
         parts += [f"![{ALT[n]}]({n})\n\n{md_text(CAPTIONS[n])}" for n in charts]
+    parts += md_tiers(summary, images, ts)
     parts += md_theory(summary)
     if summary.get("parameters"):
         parts += ["## Key parameters", md_table(parameter_rows(summary))]

@@ -128,8 +128,8 @@ def render_report(out_dir: str | Path) -> list[Path]:
     summary, ts = read_run(out)
     written = charts.write_charts(summary, ts, out)
     images = [p.name for p in written]
-    atomic_write(out / "report.html", html_report(summary, _inline(out, images)))
-    atomic_write(out / "report.md", markdown_report(summary, _existing(out, images)))
+    atomic_write(out / "report.html", html_report(summary, _inline(out, images), ts))
+    atomic_write(out / "report.md", markdown_report(summary, _existing(out, images), ts))
     return [*written, out / "report.html", out / "report.md"]
 
 
