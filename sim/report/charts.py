@@ -23,7 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.dates as mdates  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator  # noqa: E402
 
 from sim.analysis.metrics import Timeseries  # noqa: E402
 from sim.model.units import format_duration  # noqa: E402
@@ -690,7 +690,7 @@ def _arrow_bend(start, end, centres, skip: tuple[str, str]) -> float:
 def graph_figure(summary: dict, ts: Timeseries):
     """The service graph: tiers as boxes coloured by their worst state in the run, one arrow
     per caller → callee labelled with the routes that make the call; providers (external,
-    rate-limited) in dashed, rounded boxes. Drawn to scale (equal aspect), at most 1.2 inches
+    rate-limited) in dashed, rounded boxes. Drawn to scale (equal aspect), at most an inch
     a layout unit, so a small graph is not blown up to the page's width."""
     centres = graph_layout(summary)
     edges = call_edges(summary)
@@ -698,7 +698,7 @@ def graph_figure(summary: dict, ts: Timeseries):
     ys = [y for _, y in centres.values()] or [0.0]
     x_lim = (min(xs) - BOX_W / 2 - 0.5, max(xs) + BOX_W / 2 + 0.5)
     y_lim = (min(ys) - BOX_H / 2 - 0.6, max(ys) + BOX_H / 2 + 0.9)  # room for bent arrows
-    scale = min(1.2, (WIDTH_IN - 0.4) / (x_lim[1] - x_lim[0]))  # inches per layout unit
+    scale = min(1.0, (WIDTH_IN - 0.4) / (x_lim[1] - x_lim[0]))  # inches per layout unit
     height = (y_lim[1] - y_lim[0]) * scale + 1.3  # the title above, the legend below
     fig, ax = plt.subplots(figsize=(WIDTH_IN, height), dpi=DPI, layout="constrained")
     _suptitle(fig, summary, "the service graph, each tier coloured by its worst state")
@@ -803,6 +803,7 @@ def tiers_figure(summary: dict, ts: Timeseries):
     queue_ax.set_ylabel("requests in queue")
     peak = max((float(np.nanmax(ts[f"{t}.queue"])) for t in tiers), default=0.0)
     queue_ax.set_ylim(bottom=0, top=max(peak * 1.05, 1.0))
+    queue_ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # whole requests
     queue_ax.yaxis.set_major_formatter(FuncFormatter(human))
     _tier_lines(busy_ax, summary, ts, axis, "utilization", pools)
     busy_ax.axhline(0.95, color=BLACK, lw=1.0, ls=":", label="95%: saturated")
