@@ -662,29 +662,34 @@ def _tier_note(summary: dict, ts: Timeseries, tier: str) -> str:
     utilization = ts[f"{tier}.utilization"] if f"{tier}.utilization" in ts.columns else []
     utilization = np.asarray(utilization, dtype=float)
     utilization = utilization[np.isfinite(utilization)]
-    peak = f"peak {utilization.max():.0%} busy" if len(utilization) else ""
-    return f"{size} · {peak}\n{human(attempts)} attempts · {failed_text}"
+    first = f"{size} · peak {utilization.max():.0%} busy" if len(utilization) else size
+    return f"{first}\n{human(attempts)} attempts · {failed_text}"
 
 
-def _arrow_bend(start, end, centres, skip: tuple[str, str]) -> float:
-    """The arc3 bend of an arrow: 0 (straight) when no other box is in its way, else the
-    smallest bend, up or down, whose curve clears every box but its two ends."""
-    boxes = [c for tier, c in centres.items() if tier not in skip]
+def _arc_points(start, end, bend: float) -> np.ndarray:
+    """Points along matplotlib's arc3 curve from start to end: a quadratic Bézier whose
+    control point lies off the middle by bend × the chord (equal aspect, so data units do)."""
     (x0, y0), (x1, y1) = start, end
-    steps = np.linspace(0.0, 1.0, 41)[:, None]
+    control = np.array([(x0 + x1) / 2 + bend * (y1 - y0), (y0 + y1) / 2 - bend * (x1 - x0)])
+    t = np.linspace(0.0, 1.0, 41)[:, None]
+    return (1 - t) ** 2 * np.array(start) + 2 * (1 - t) * t * control + t**2 * np.array(end)
+
+
+def _arrow_bend(start, end, centres, skip: tuple[str, str]) -> tuple[float, np.ndarray]:
+    """The arc3 bend of an arrow, and points along its curve: 0 (straight) when no other box
+    is in its way, else the smallest bend, up or down, whose curve clears every box but its
+    two ends (or, when none does, a mild bend drawn over them)."""
+    boxes = [c for tier, c in centres.items() if tier not in skip]
     for bend in (0.0, 0.3, -0.3, 0.5, -0.5, 0.8, -0.8):
-        # arc3: a quadratic Bézier through a control point off the middle by bend × length
-        control = np.array([(x0 + x1) / 2 + bend * (y1 - y0), (y0 + y1) / 2 - bend * (x1 - x0)])
-        curve = (1 - steps) ** 2 * np.array(start) + 2 * (1 - steps) * steps * control
-        curve += steps**2 * np.array(end)
+        curve = _arc_points(start, end, bend)
         clear = all(
             not np.any((abs(curve[:, 0] - bx) < BOX_W / 2 + 0.15)
                        & (abs(curve[:, 1] - by) < BOX_H / 2 + 0.15))
             for bx, by in boxes
         )  # fmt: skip
         if clear:
-            return bend
-    return 0.3
+            return bend, curve
+    return 0.3, _arc_points(start, end, 0.3)
 
 
 def graph_figure(summary: dict, ts: Timeseries):
@@ -694,20 +699,25 @@ def graph_figure(summary: dict, ts: Timeseries):
     a layout unit, so a small graph is not blown up to the page's width."""
     centres = graph_layout(summary)
     edges = call_edges(summary)
-    xs = [x for x, _ in centres.values()] or [0.0]
+    arrows = []  # (start, end, bend, routes)
     ys = [y for _, y in centres.values()] or [0.0]
-    x_lim = (min(xs) - BOX_W / 2 - 0.5, max(xs) + BOX_W / 2 + 0.5)
-    y_lim = (min(ys) - BOX_H / 2 - 0.6, max(ys) + BOX_H / 2 + 0.9)  # room for bent arrows
-    scale = min(1.0, (WIDTH_IN - 0.4) / (x_lim[1] - x_lim[0]))  # inches per layout unit
-    height = (y_lim[1] - y_lim[0]) * scale + 1.3  # the title above, the legend below
-    fig, ax = plt.subplots(figsize=(WIDTH_IN, height), dpi=DPI, layout="constrained")
-    _suptitle(fig, summary, "the service graph, each tier coloured by its worst state")
+    low, high = min(ys) - BOX_H / 2, max(ys) + BOX_H / 2
     for (caller, callee), routes in edges.items():
         (x0, y0), (x1, y1) = centres[caller], centres[callee]
         forward = x1 > x0
         start = (x0 + BOX_W / 2, y0) if forward else (x0, y0 - BOX_H / 2)
         end = (x1 - BOX_W / 2, y1) if forward else (x1, y1 - BOX_H / 2)
-        bend = _arrow_bend(start, end, centres, (caller, callee))
+        bend, curve = _arrow_bend(start, end, centres, (caller, callee))
+        low, high = min(low, curve[:, 1].min()), max(high, curve[:, 1].max())
+        arrows.append((start, end, bend, routes))
+    xs = [x for x, _ in centres.values()] or [0.0]
+    x_lim = (min(xs) - BOX_W / 2 - 0.5, max(xs) + BOX_W / 2 + 0.5)
+    y_lim = (low - 0.4, high + 0.4)  # bent arrows and their labels included
+    scale = min(1.0, (WIDTH_IN - 0.4) / (x_lim[1] - x_lim[0]))  # inches per layout unit
+    height = (y_lim[1] - y_lim[0]) * scale + 1.3  # the title above, the legend below
+    fig, ax = plt.subplots(figsize=(WIDTH_IN, height), dpi=DPI, layout="constrained")
+    _suptitle(fig, summary, "the service graph, each tier coloured by its worst state")
+    for start, end, bend, routes in arrows:
         ax.annotate(
             "", xy=end, xytext=start,
             arrowprops={"arrowstyle": "-|>", "color": "#333333", "lw": 1.4,
