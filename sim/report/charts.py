@@ -1,8 +1,10 @@
-"""The charts of a run (PNG, matplotlib): queue growth, load, latency, outcomes, a dashboard.
+"""The charts of a run (PNG, matplotlib): queue growth, load, latency, outcomes, a dashboard;
+for a service graph also the graph itself (graph.png) and its tiers over time (tiers.png).
 
 The only module that imports matplotlib, so it holds every chart, the comparison of two runs
-included; that is why it runs past 400 lines. Charts are drawn from the summary dict and the
-Timeseries alone, so `outage-sim report DIR` redraws them without simulating again.
+and the picture of a service graph included; that is why it runs past 400 lines. Charts are
+drawn from the summary dict and the Timeseries alone, so `outage-sim report DIR` redraws them
+without simulating again.
 
 Made for a postmortem: 1300 px wide at 100 dpi, axes labelled with units, legends beside the
 plot (never over the data), series told apart by line style, marker and hatching as well as
