@@ -26,7 +26,7 @@ from collections.abc import Callable
 import numpy as np
 import simpy
 
-from sim.analysis.metrics import COUNTERS, HIST_BUCKETS, Recorder
+from sim.analysis.metrics import COUNTERS, HIST_BUCKETS, Recorder, histogram_percentiles
 from sim.engine.clients import JITTER_CODES, RETRY_BUDGET_BURST, THROTTLE_SLOTS
 from sim.engine.controls import start_controls
 from sim.engine.kernel import REACHED, advance, next_arrival
@@ -56,6 +56,7 @@ from sim.engine.kernel_state import (
     CL_MULTIPLIER,
     CL_NEXT,
     CL_RETRIES,
+    CL_ROUTE,
     CL_SCALE,
     CL_SLOT_S,
     CL_STATION,
@@ -71,6 +72,7 @@ from sim.engine.kernel_state import (
     R_THROTTLE,
     RAND0,
     RO_CLIENT,
+    ROF_LATENCY_SUM,
     SF_BIN_S,
     SF_NEXT_EDGE,
     SF_NOW,
@@ -83,6 +85,7 @@ from sim.engine.kernel_state import (
     SI_LAT_CLIENT_N,
     SI_LAT_SERVER_N,
     SI_N_BINS,
+    SI_ROUTE_LATENCY,
     SN_BUSY,
     SN_QUEUE,
     SN_SERVERS,
@@ -205,6 +208,8 @@ class DesEngine:
                 cl[CL_END_USER] = 1.0 if i == 0 else 0.0
                 cl[CL_NEXT] = rows[i + 1] if i + 1 < len(rows) else -1
                 cl[CL_ASYNC] = 1.0 if route.mode == "async" else 0.0
+                cl[CL_ROUTE] = r
+        self.k.si[SI_ROUTE_LATENCY] = 1 if scenario.has_graph else 0
         for stream in self.draws:
             self._refill(stream)
         for r in range(len(routes)):
@@ -435,9 +440,16 @@ class DesEngine:
             user = k.counts[rows[0]].sum(axis=1)
             fresh = float(user[C_FRESH])
             decided = float(user[C_FRESH_OK] + user[C_FRESH_FAILED])
+            hist, ok = k.ro_hist[r].astype(float), float(k.ro_hist[r].sum())
+            p50, p99 = histogram_percentiles(hist, (0.5, 0.99)) if ok else (None, None)
             routes[route.name] = {
                 "fresh": int(round(fresh * scale)),
                 "success_ratio": float(user[C_FRESH_OK]) / decided if decided else None,
+                "latency_s": {
+                    "mean": float(k.ro_f[r, ROF_LATENCY_SUM]) / ok if ok else None,
+                    "p50": p50,
+                    "p99": p99,
+                },
                 "amplification": {
                     call.tier: float(k.counts[row, C_ATTEMPTS].sum()) / fresh if fresh else None
                     for call, row in zip(route.calls, rows, strict=True)

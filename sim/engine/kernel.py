@@ -67,6 +67,7 @@ from sim.engine.kernel_state import (
     CL_HAS_THROTTLE,
     CL_NEXT,
     CL_RETRIES,
+    CL_ROUTE,
     CL_STATION,
     CL_TIMEOUT_S,
     ENTRY_STATION,
@@ -81,6 +82,7 @@ from sim.engine.kernel_state import (
     R_SERVICE,
     RO_CELL,
     RO_CLIENT,
+    ROF_LATENCY_SUM,
     ROF_NEXT,
     ROF_UNIT,
     SF_NEXT_EDGE,
@@ -91,6 +93,7 @@ from sim.engine.kernel_state import (
     SI_HEAP_N,
     SI_LAT_CLIENT_N,
     SI_LAT_SERVER_N,
+    SI_ROUTE_LATENCY,
     SI_TIMEOUTS,
     ST_BUSY,
     ST_DROP_EXPIRED,
@@ -118,6 +121,7 @@ from sim.engine.kernel_store import (
     lane_drop_head,
     lane_next_deadline,
     lane_push,
+    latency_bucket,
     new_attempt,
     provider_admits,
     queue_push,
@@ -149,25 +153,28 @@ def send(k, a, now):
             answer(k, parent, False, now)
         return
     k.counts[c, C_ATTEMPTS, b] += 1
+    # One place refuses (each inlined copy of `reject` costs compile time).
+    refused = -1
     error_rate = k.st_f[s, STF_ERROR_RATE]
     if error_rate > 0.0 and draw(k.rand, k.rand_pos, R_ERRORS) < error_rate:
-        reject(k, c, a, now, C_REJECTED)
-        return
-    if k.st_i[s, ST_PROVIDER] == 1 and not provider_admits(k.st_f, s, now):
-        reject(k, c, a, now, C_LIMITED)
+        refused = C_REJECTED
+    elif k.st_i[s, ST_PROVIDER] == 1 and not provider_admits(k.st_f, s, now):
+        refused = C_LIMITED
+    elif k.st_i[s, ST_BUSY] >= k.st_i[s, ST_SERVERS] and (
+        k.st_i[s, ST_QLEN] >= k.st_f[s, STF_QUEUE_LIMIT]
+    ):
+        refused = C_REJECTED
+    if refused >= 0:
+        reject(k, c, a, now, refused)
         return
     k.att_i[a, A_STATE] = LIVE
     k.att_f[a, A_SENT_T] = now
     k.att_f[a, A_DEADLINE_T] = now + k.cl_f[c, CL_TIMEOUT_S]
+    touch(k.st_i, k.st_f, s, now)
     if k.st_i[s, ST_BUSY] < k.st_i[s, ST_SERVERS]:
-        touch(k.st_i, k.st_f, s, now)
         k.st_i[s, ST_STARTED] += 1
         start(k, s, a, now)
-    elif k.st_i[s, ST_QLEN] >= k.st_f[s, STF_QUEUE_LIMIT]:
-        reject(k, c, a, now, C_REJECTED)
-        return
     else:
-        touch(k.st_i, k.st_f, s, now)
         queue_push(k.queue, k.st_i, s, a)
     if k.cl_f[c, CL_TIMEOUT_S] != math.inf:
         lane_push(k, c, a)
@@ -260,7 +267,12 @@ def answer(k, a, ok, now):
             fresh_bin = k.att_i[a, A_FRESH_BIN]
             count_fate(k.counts, k.si, c, C_FRESH_OK, fresh_bin)
             lat = k.lat_code, k.lat_sum, k.lat_max, k.si
-            record_latency(*lat, LAT_CLIENT, now - k.att_f[a, A_FIRST_T], fresh_bin)
+            latency_s = now - k.att_f[a, A_FIRST_T]
+            record_latency(*lat, LAT_CLIENT, latency_s, fresh_bin)
+            if k.si[SI_ROUTE_LATENCY] != 0:
+                r = int(k.cl_f[c, CL_ROUTE])
+                k.ro_hist[r, latency_bucket(latency_s)] += 1
+                k.ro_f[r, ROF_LATENCY_SUM] += latency_s
         if k.cl_f[c, CL_HAS_BUDGET] != 0.0:
             budget_earn(k, c)
         if k.cl_f[c, CL_HAS_THROTTLE] != 0.0:
@@ -282,22 +294,23 @@ def next_arrival(k, r):
     k.ro_f[r, ROF_NEXT] = max(t, k.ro_f[r, ROF_NEXT])
 
 
+# The handlers of arrivals, retries and completions return the attempt to send next (or -1):
+# the loop sends it, so `send` is inlined in one place only.
 @compiled_inline
 def on_arrival(k, r, now):
-    """A fresh request of route r: counted in the current bin, sent as its first attempt."""
+    """A fresh request of route r: counted in the current bin; its first attempt."""
     c = k.ro_i[r, RO_CLIENT]
     b = k.si[SI_BIN]
     k.counts[c, C_FRESH, b] += 1
-    a = new_attempt(k.att_f, k.att_i, k.si, c, now, 0, k.cl_f[c, CL_BASE_S], b, -1)
-    send(k, a, now)
+    return new_attempt(k.att_f, k.att_i, k.si, c, now, 0, k.cl_f[c, CL_BASE_S], b, -1)
 
 
 @compiled_inline
 def on_retry(k, a, now):
-    """A retry wakes from its backoff sleep and is sent."""
+    """A retry wakes from its backoff sleep."""
     c = k.att_i[a, A_CLIENT]
     k.counts[c, C_RETRIES, k.si[SI_BIN]] += 1
-    send(k, a, now)
+    return a
 
 
 @compiled_inline
@@ -312,12 +325,11 @@ def on_complete(k, a, now):
     callee = int(k.cl_f[c, CL_NEXT])
     if callee < 0:
         answer(k, a, True, now)
-        return
+        return -1
     if k.cl_f[c, CL_ASYNC] != 0.0:
         release(k, a, now)
     base_s, fresh_bin = k.cl_f[callee, CL_BASE_S], k.att_i[a, A_FRESH_BIN]
-    call = new_attempt(k.att_f, k.att_i, k.si, callee, now, 0, base_s, fresh_bin, a)
-    send(k, call, now)
+    return new_attempt(k.att_f, k.att_i, k.si, callee, now, 0, base_s, fresh_bin, a)
 
 
 @compiled_inline
@@ -428,14 +440,17 @@ def advance(k, until_s):
             close_bins(k, t)
         k.sf[SF_NOW] = t
         k.si[SI_EVENTS] += 1
+        outgoing = -1
         if source == SOURCE_ARRIVAL:
-            on_arrival(k, index, t)
+            outgoing = on_arrival(k, index, t)
             next_arrival(k, index)
         elif source == SOURCE_LANE:
             on_timeout(k, index, t)
         else:
             kind, a = heap_pop(k.heap_t, k.heap_i, k.si)
             if kind == EV_COMPLETE:
-                on_complete(k, a, t)
+                outgoing = on_complete(k, a, t)
             else:
-                on_retry(k, a, t)
+                outgoing = on_retry(k, a, t)
+        if outgoing >= 0:
+            send(k, outgoing, t)

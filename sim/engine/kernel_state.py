@@ -19,7 +19,8 @@ object but a `KernelState` named tuple of arrays, laid out here:
 * the fresh demand's grid `grid_t` (cell starts) and per route `grid_low`, `grid_slope`,
   `grid_mass` (`Demand.unit_grid`): arrivals are drawn in the kernel by inverting the mean
   count, from the `R_ARRIVAL` stream of standard exponentials;
-* routes `ro_i`/`ro_f` (`RO_*`, `ROF_*`): each route's arrivals and its entry client;
+* routes `ro_i`/`ro_f` (`RO_*`, `ROF_*`): each route's arrivals and its entry client, and in a
+  service graph `ro_hist`, each route's client latencies on the Recorder's histogram edges;
 * per-bin results: `counts` (`C_*`) per client (a call edge: a station's figures are the sum
   over the clients that call it, the service's over the end users' clients), `areas`
   (`AR_*`) and `snaps` (`SN_*`) per station;
@@ -39,13 +40,14 @@ from collections import namedtuple
 
 import numpy as np
 
-from sim.analysis.metrics import COUNTERS
+from sim.analysis.metrics import COUNTERS, HIST_BUCKETS
 from sim.engine.clients import THROTTLE_SLOTS
 
 # -- scalars -------------------------------------------------------------------------------
 SI_BIN, SI_N_BINS, SI_CLOSED, SI_HEAP_N, SI_SEQ, SI_FREE, SI_FREE_N, SI_SERIAL = range(8)
 SI_EVENTS, SI_DIRTY_LO, SI_LAT_CLIENT_N, SI_LAT_SERVER_N, SI_TIMEOUTS = range(8, 13)
-N_SI = 13
+SI_ROUTE_LATENCY = 13  # 1: keep each route's client latency histogram too (a service graph)
+N_SI = 14
 SF_NOW, SF_NEXT_EDGE, SF_BIN_S = range(3)
 N_SF = 3
 
@@ -55,8 +57,8 @@ N_SF = 3
 # image is the route's arrivals; ROF_NEXT: its next arrival's time (inf once spent).
 RO_CLIENT, RO_CELL = range(2)
 N_RO = 2
-ROF_UNIT, ROF_NEXT = range(2)
-N_ROF = 2
+ROF_UNIT, ROF_NEXT, ROF_LATENCY_SUM = range(3)
+N_ROF = 3
 
 # -- stations ------------------------------------------------------------------------------
 ENTRY_STATION = 0  # the entry tier of the first route: the service as its users see it
@@ -107,8 +109,9 @@ UNBOUNDED_SERVERS = 2**62
     CL_NEXT,
     CL_ASYNC,
     CL_END_USER,
-) = range(20)
-N_CL = 20
+    CL_ROUTE,
+) = range(21)
+N_CL = 21
 # CL_NEXT: the client row of the call the station makes next on this route, -1 when it is
 # the route's last; CL_ASYNC: 1 when that call is async (the caller's server is freed when
 # its own work is done); CL_END_USER: 1 for a route's entry call (the end user's client).
@@ -189,6 +192,7 @@ KernelState = namedtuple(
         "rand_n",
         "ro_i",
         "ro_f",
+        "ro_hist",
         "grid_t",
         "grid_low",
         "grid_slope",
@@ -252,6 +256,7 @@ def new_state(
         rand_n=np.zeros(R_SERVICE + n_stations, dtype=np.int64),
         ro_i=np.zeros((n_routes, N_RO), dtype=np.int64),
         ro_f=np.zeros((n_routes, N_ROF)),
+        ro_hist=np.zeros((n_routes, HIST_BUCKETS), dtype=np.int64),
         grid_t=grid[0],
         grid_low=grid[1],
         grid_slope=grid[2],

@@ -64,8 +64,8 @@ def _runs(template: str, **fields) -> list[dict]:
 
 def test_an_async_chain_with_two_routes_is_a_jackson_network() -> None:
     """front sees 8/s (both routes) on 10 servers, back 4.8/s (the deep route) on 6: each an
-    M/M/c at its summed flow, utilisation 0.8; the service's mean latency is the routes'
-    shares times the sums of their tiers' response times."""
+    M/M/c at its summed flow, utilisation 0.8; a route's mean latency is the sum of its
+    tiers' response times, and the service's the routes' mean weighted by their shares."""
     runs = _runs(JACKSON)
     front, back = theory.mmc(8.0, 1.0, 10), theory.mmc(4.8, 1.0, 6)
     for name, exact in (("front", front), ("back", back)):
@@ -74,8 +74,15 @@ def test_an_async_chain_with_two_routes_is_a_jackson_network() -> None:
         assert_within([r["tiers"][name]["wait_s"]["p_wait"] for r in runs], exact.p_wait,
                       max_rel=0.1)  # fmt: skip
         assert_within([r["tiers"][name]["utilization"] for r in runs], 0.8, max_rel=0.02)
-    latency = 0.6 * (front.response_mean_s + back.response_mean_s) + 0.4 * front.response_mean_s
+    deep = front.response_mean_s + back.response_mean_s
+    latency = 0.6 * deep + 0.4 * front.response_mean_s
     assert_within([r["latency_s"]["mean"] for r in runs], latency, max_rel=0.05)
+    # Each route's mean sojourn is the sum over the tiers it calls.
+    assert_within([r["routes"]["deep"]["latency_s"]["mean"] for r in runs], deep, max_rel=0.05)
+    shallow = [r["routes"]["shallow"]["latency_s"]["mean"] for r in runs]
+    assert_within(shallow, front.response_mean_s, max_rel=0.05)
+    for r in runs:
+        assert r["routes"]["deep"]["latency_s"]["p99"] > r["routes"]["shallow"]["latency_s"]["p99"]
     for r in runs:
         # Every request reaches back, but those still at front when the run ends.
         amplification = r["routes"]["deep"]["amplification"]
