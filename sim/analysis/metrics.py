@@ -317,6 +317,27 @@ class Recorder:
                 client.settle(k)
         self.closed_bins = b + 1
 
+    def close_bins(self, first: int, end: int, queue, busy, servers, server=(), client=()):
+        """`close_bin` for bins first..end-1 (the snapshots as sequences), for an engine that
+        hands over many closed bins together, with the per-bin histograms `server` and
+        `client` ((bin, counts, sum_s, max_s), bins ascending) folded in as their bins close:
+        each client bin is settled as soon as its requests are decided, so open histograms
+        span a request's life, not the copy. Histograms of bins after `end - 1` are added
+        after the last close."""
+        i = j = 0
+        for b in range(first, end):
+            while i < len(server) and server[i][0] <= b:
+                self.add_server_histogram(*server[i])
+                i += 1
+            while j < len(client) and client[j][0] <= b:
+                self.add_client_histogram(*client[j])
+                j += 1
+            self.close_bin(b, queue[b - first], busy[b - first], servers[b - first])
+        for histogram in server[i:]:
+            self.add_server_histogram(*histogram)
+        for histogram in client[j:]:
+            self.add_client_histogram(*histogram)
+
     def add_event(self, t_s: float, kind: str, label: str) -> None:
         """Note a control action (capacity change, fault, surge) for charts and reports."""
         self.events.append({"t_s": float(t_s), "kind": kind, "label": label})

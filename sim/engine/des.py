@@ -336,23 +336,14 @@ class DesEngine:
             getattr(recorder, name)[low:high] = users[j, low:high].tolist()
         k.si[SI_DIRTY_LO] = k.si[SI_BIN]
         server, client = self._take_latencies()
-        areas, snaps = k.areas[ENTRY], k.snaps[ENTRY]
-        for b in range(recorder.closed_bins, k.si[SI_CLOSED]):
-            while server and server[0][0] <= b:
-                recorder.add_server_histogram(*server.pop(0))
-            while client and client[0][0] <= b:
-                recorder.add_client_histogram(*client.pop(0))
-            recorder.busy_area[b] = float(areas[AR_BUSY, b])
-            recorder.queue_area[b] = float(areas[AR_QUEUE, b])
-            recorder.server_area[b] = float(areas[AR_SERVERS, b])
-            recorder.capacity_area[b] = float(areas[AR_CAPACITY, b])
-            recorder.close_bin(
-                b, int(snaps[SN_QUEUE, b]), int(snaps[SN_BUSY, b]), int(snaps[SN_SERVERS, b])
-            )
-        for histogram in server:
-            recorder.add_server_histogram(*histogram)
-        for histogram in client:
-            recorder.add_client_histogram(*histogram)
+        first, end = recorder.closed_bins, int(k.si[SI_CLOSED])
+        areas, snaps = k.areas[ENTRY, :, first:end], k.snaps[ENTRY, :, first:end]
+        recorder.busy_area[first:end] = areas[AR_BUSY].tolist()
+        recorder.queue_area[first:end] = areas[AR_QUEUE].tolist()
+        recorder.server_area[first:end] = areas[AR_SERVERS].tolist()
+        recorder.capacity_area[first:end] = areas[AR_CAPACITY].tolist()
+        queue, busy, servers = (snaps[row].tolist() for row in (SN_QUEUE, SN_BUSY, SN_SERVERS))
+        recorder.close_bins(first, end, queue, busy, servers, server, client)
         recorder.started = int(k.st_i[ENTRY, ST_STARTED])
         recorder.waited = int(k.st_i[ENTRY, ST_WAITED])
         recorder.wait_sum = float(k.st_f[ENTRY, STF_WAIT_SUM])
