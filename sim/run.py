@@ -125,6 +125,9 @@ def simulate(
     end_s = engine.run(progress)
     mean_s = scenario.service.time.mean_s
     timeseries = recorder.timeseries(demand.bin_means(meta.bin, n_bins), mean_s, meta.start)
+    if scenario.has_graph:
+        # What the service can serve is its bottleneck's share, not the entry tier's pool.
+        timeseries.columns["capacity_rps"] = engine.service_capacity_rps()
     wall = time.perf_counter() - wall_start
     summary = build_summary(scenario, recorder, timeseries, engine, end_s, wall, demand)
     if scenario.has_graph:

@@ -388,6 +388,47 @@ class DesEngine:
                 )
         return cols
 
+    def service_capacity_rps(self) -> np.ndarray:
+        """Per bin, the fresh requests a second the graph can serve (real units): the
+        bottleneck bound, min over tiers of a tier's capacity over the share of fresh demand
+        that passes through it. A pool's capacity is its servers (slowed by faults) over the
+        mean time a request holds one: its own work, plus in a sync route the mean work of
+        every tier below it (waits left out, so this is an upper bound); a provider's is its
+        rate limit. The share is the routes' fresh requests in the bin (their expected shares
+        in an empty bin)."""
+        k, n, scale = self.k, self.recorder.closed_bins, self.scale
+        bin_s = self.recorder.bin_s
+        routes = self.scenario.route_specs
+        tiers = self.scenario.tier_specs
+        fresh = np.array([k.counts[rows[0], C_FRESH, :n] for rows in self.call_rows], float)
+        total = fresh.sum(axis=0)
+        expected = np.array([r.share if r.share is not None else 1.0 for r in routes])
+        expected = expected / expected.sum()
+        share = np.where(total > 0, fresh / np.maximum(total, 1), expected[:, None])
+        bound = np.full(n, np.inf)
+        for s, name in enumerate(self.tiers):
+            through = np.zeros(n)
+            holding = np.zeros(n)
+            for r, route in enumerate(routes):
+                calls = [call.tier for call in route.calls]
+                if name not in calls:
+                    continue
+                i = calls.index(name)
+                below = calls[i + 1 :] if route.mode == "sync" else []
+                hold = tiers[name].time.mean_s + sum(tiers[t].time.mean_s for t in below)
+                through += share[r]
+                holding += share[r] * hold
+            if not through.any():
+                continue
+            with np.errstate(divide="ignore", invalid="ignore"):
+                if k.st_i[s, ST_PROVIDER] == 1:
+                    capacity = np.full(n, k.st_f[s, STF_RATE] * scale)
+                else:
+                    servers = k.areas[s, AR_CAPACITY, :n] / bin_s  # servers / slowdown
+                    capacity = servers * scale / (holding / through)
+                bound = np.minimum(bound, np.where(through > 0, capacity / through, np.inf))
+        return bound
+
     def graph_summary(self) -> dict:
         """summary.json's `tiers` and `routes`: per tier its utilisation, queue, wait,
         attempts and outcomes (a provider's calls its rate limit refused as `limited`); per

@@ -278,8 +278,16 @@ def test_the_shipped_cascade_is_metastable_and_its_retry_budget_ends_it() -> Non
     end of the hour (its threads held by database calls, retries at two layers keeping offered
     load above capacity); cascade-budget.toml, the same with a retry budget on the clients,
     recovers within ten minutes of the fault's start."""
-    cascade = sim.simulate(load_scenario(REPO / "scenarios" / "cascade.toml")).summary
+    result = sim.simulate(load_scenario(REPO / "scenarios" / "cascade.toml"))
+    cascade = result.summary
     assert cascade["metastable"] is True and not cascade["recovered"]
+    # The service's capacity is its bottleneck's: the database's 8 servers / 40 ms = 200/s
+    # (the API's 40 threads / 60 ms of holding = 667/s), a third of it while 3x slower.
+    capacity = result.timeseries["capacity_rps"]
+    t_s = result.timeseries["t_s"]
+    assert capacity[t_s < 600] == pytest.approx(200.0)
+    assert capacity[(t_s >= 610) & (t_s < 890)] == pytest.approx(200.0 / 3)
+    assert "would drain in 40s" in outage_why(cascade)
     (outage,) = cascade["outages"]
     assert outage["start_s"] == pytest.approx(600, abs=60) and outage["cause"] == "metastable"
     assert cascade["routes"]["read"]["amplification"]["api"] > 3
@@ -288,3 +296,7 @@ def test_the_shipped_cascade_is_metastable_and_its_retry_budget_ends_it() -> Non
     assert budget["recovered"] and budget["metastable"] is False
     assert budget["outage_total_s"] <= 600
     assert budget["routes"]["read"]["success_ratio"] > cascade["routes"]["read"]["success_ratio"]
+
+
+def outage_why(summary: dict) -> str:
+    return summary["outages"][0]["why"]
