@@ -133,7 +133,30 @@ def simulate(
     if scenario.has_graph:
         timeseries.columns.update(engine.tier_columns())
         summary.update(engine.graph_summary())
+        for r, route in enumerate(scenario.route_specs):
+            summary["routes"][route.name].update(
+                route_outages(scenario, timeseries, summary["timeline"], engine.route_counts(r))
+            )
     return Result(scenario=scenario, summary=summary, timeseries=timeseries)
+
+
+def route_outages(scenario: Scenario, ts: Timeseries, timeline: list, counts: dict) -> dict:
+    """One route's outages and metastability, judged as the service's are but on the route's
+    own requests: its fresh requests and their fates, its attempts and its demand. The kernel
+    keeps no per-bin latency percentiles of a route, so a route is judged on its success
+    ratio (and on requests still waiting at the end of the run), not on its latency."""
+    columns = dict(ts.columns)
+    columns.update(counts)
+    columns["demand_rps"] = counts["fresh"] / ts.bin_s
+    for name in ("latency_p50", "latency_p95", "latency_p99"):
+        columns[name] = np.full(len(ts), np.nan)
+    judged = analyse_outages(scenario, Timeseries(ts.bin_s, ts.start, columns), timeline)
+    keys = ("outage_total_s", "first_outage_start", "recovered", "metastable")
+    outages = [
+        {k: o[k] for k in ("start", "end", "start_s", "end_s", "duration_s", "criterion", "cause")}
+        for o in judged["outages"]
+    ]
+    return {**{k: judged[k] for k in keys}, "outages": outages}
 
 
 def build_summary(

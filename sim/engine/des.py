@@ -41,6 +41,7 @@ from sim.engine.kernel_state import (
     C_FRESH_OK,
     C_LIMITED,
     C_REJECTED,
+    C_RETRIES,
     C_SUCCEEDED,
     C_TIMED_OUT,
     CL_ASYNC,
@@ -428,6 +429,15 @@ class DesEngine:
                     capacity = servers * scale / (holding / through)
                 bound = np.minimum(bound, np.where(through > 0, capacity / through, np.inf))
         return bound
+
+    def route_counts(self, r: int) -> dict[str, np.ndarray]:
+        """Route r's end users' per-bin counters (real units): fresh, fresh_ok, fresh_failed,
+        attempts, retries."""
+        k, n, scale = self.k, self.recorder.closed_bins, self.scale
+        user = k.counts[self.call_rows[r][0]]
+        names = {"fresh": C_FRESH, "fresh_ok": C_FRESH_OK, "fresh_failed": C_FRESH_FAILED,
+                 "attempts": C_ATTEMPTS, "retries": C_RETRIES}  # fmt: skip
+        return {name: user[row, :n] * scale for name, row in names.items()}
 
     def graph_summary(self) -> dict:
         """summary.json's `tiers` and `routes`: per tier its utilisation, queue, wait,

@@ -300,3 +300,53 @@ def test_the_shipped_cascade_is_metastable_and_its_retry_budget_ends_it() -> Non
 
 def outage_why(summary: dict) -> str:
     return summary["outages"][0]["why"]
+
+
+TWO_ROUTES = """\
+[scenario]
+name = "two-routes"
+duration = "30min"
+seed = 2
+bin = "1min"
+
+[arrivals]
+rate = "50/s"
+
+[tiers.api]
+servers = 200
+time = { dist = "exponential", mean = "20ms" }
+
+[tiers.sms]
+rate_limit = "2/s"
+time = { dist = "deterministic", mean = "300ms" }
+
+[[routes]]
+name = "message"
+share = 0.8
+calls = ["api"]
+
+[[routes]]
+name = "signup"
+share = 0.2
+calls = ["api", "sms"]
+
+[slo]
+success_ratio = 0.99
+min_duration = "2min"
+"""
+
+
+def test_outages_are_judged_per_route() -> None:
+    """Sign-ups (10/s) through an SMS provider limited to 2/s fail four in five for the whole
+    run, while messages through the same API all succeed: the signup route is down from the
+    start, the message route never, and the service (a fifth of its requests failing) is down
+    too."""
+    summary = sim.simulate(parse_scenario(TWO_ROUTES)).summary
+    message, signup = summary["routes"]["message"], summary["routes"]["signup"]
+    assert message["success_ratio"] == 1.0 and message["outages"] == []
+    assert message["recovered"] is True
+    assert signup["success_ratio"] == pytest.approx(0.2, abs=0.02)
+    (outage,) = signup["outages"]
+    assert outage["start_s"] <= 120 and outage["end_s"] == 1800
+    assert outage["criterion"] == "success_ratio" and signup["recovered"] is False
+    assert summary["outages"] and summary["outage_total_s"] >= 1680
