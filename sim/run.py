@@ -137,7 +137,33 @@ def simulate(
             summary["routes"][route.name].update(
                 route_outages(scenario, timeseries, summary["timeline"], engine.route_counts(r))
             )
+        if summary["metastable"]:
+            summary["metastable_reason"] += "; " + sustaining_layer(scenario, summary)
     return Result(scenario=scenario, summary=summary, timeseries=timeseries)
+
+
+def sustaining_layer(scenario: Scenario, summary: dict) -> str:
+    """Which callers' retries sustain a graph's outage: per call of each route, the attempts
+    the callee received per attempt of its caller (per fresh request for the end users'
+    call), over the whole run; the largest multiplies load the most."""
+    layers = []
+    for route in scenario.route_specs:
+        amplification = summary["routes"][route.name]["amplification"]
+        caller, before = "end users", 1.0
+        for call in route.calls:
+            after = amplification.get(call.tier)
+            if after is None or not before:
+                break
+            layers.append((after / before, f"{caller} → {call.tier}", route.name))
+            caller, before = call.tier, after
+    if not layers:
+        return "no layer's retries could be measured"
+    words = ", ".join(f"{name} {ratio:.2f}×" for ratio, name, _ in layers)
+    ratio, name, route = max(layers)
+    return (
+        f"attempts per caller attempt: {words}; the retries of {name} ({route}) multiply "
+        "load the most"
+    )
 
 
 def route_outages(scenario: Scenario, ts: Timeseries, timeline: list, counts: dict) -> dict:

@@ -288,6 +288,10 @@ def test_the_shipped_cascade_is_metastable_and_its_retry_budget_ends_it() -> Non
     assert capacity[t_s < 600] == pytest.approx(200.0)
     assert capacity[(t_s >= 610) & (t_s < 890)] == pytest.approx(200.0 / 3)
     assert "would drain in 40s" in outage_why(cascade)
+    # The verdict names the layer whose retries multiply load: the end users' (3.5 attempts
+    # a request), not the API's towards the database (fewer than one per API attempt).
+    reason = cascade["metastable_reason"]
+    assert "the retries of end users → api (read) multiply load the most" in reason
     (outage,) = cascade["outages"]
     assert outage["start_s"] == pytest.approx(600, abs=60) and outage["cause"] == "metastable"
     assert cascade["routes"]["read"]["amplification"]["api"] > 3
