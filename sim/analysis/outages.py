@@ -14,9 +14,10 @@ window missing the budget as well, so that a sharp outage does not lend its evid
 noise beside it), so a sharp outage is found in its first bin, a milder one (5x the budget)
 within about one min_duration and a mild chronic excess (2x) over longer windows. A bin
 found by a window breaches with it even where its own small sample fell under the budget,
-except at the ends of a run of such bins (so a mild excess is one outage, not fragments,
-and a window never stretches an outage into healthy bins), while a bin with two failures
-out of 160 in a service failing 0.1% of the time (11x inside a 1% budget) is noise, not an
+but a run starts and ends only on a bin that misses the budget itself, with the next (or
+last) min_duration of bins missing it together (so a mild excess is one outage, not
+fragments, and a window never stretches an outage into healthy bins), while a bin with two
+failures out of 160 in a service failing 0.1% of the time (11x inside a 1% budget) is noise, not an
 outage: the phantom outages a plain point estimate finds there. A service whose true miss
 rate is inside its budget passes every window, however long; one exactly at its budget
 breaches a bin at most 7 x ALPHA of the time. Counts are tested in simulated requests
@@ -118,18 +119,33 @@ def _rejects(sums: tuple, first: np.ndarray, last: np.ndarray, budget: float) ->
     return (n > 0) & (p_value < ALPHA) & sustained
 
 
-def _trimmed(significant: np.ndarray, point: np.ndarray) -> np.ndarray:
-    """Each run of significant bins without its ends whose own point estimate is inside the
-    budget: inside a run a bin breaches with its window even where its own small sample fell
-    under the budget (else a mild excess breaks into fragments), but a run neither starts
-    nor ends on such a bin (else a window would stretch an outage into healthy bins)."""
+def _trimmed(significant, misses, judged, budget: float, window: int) -> np.ndarray:
+    """Each run of significant bins, its ends trimmed to bins where the outage plainly is:
+    a run starts at a bin that misses the budget and whose next `window` bins (one
+    min_duration) miss it together, and ends at one that misses it and whose last `window`
+    bins do. Inside a run every bin breaches
+    with its window even where its own small sample fell under the budget (else a mild
+    excess breaks into fragments); at the ends a window that borrowed the excess, or a
+    healthy bin's chance misses, would stretch the outage into healthy bins."""
+    n = len(significant)
+    sums = np.concatenate([[0.0], np.cumsum(misses)]), np.concatenate([[0.0], np.cumsum(judged)])
+    index = np.arange(n)
+
+    def over(first, last):
+        k, j = sums[0][last] - sums[0][first], sums[1][last] - sums[1][first]
+        return (j > 0) & (k > budget * j + 1e-9 * j)
+
+    own = over(index, index + 1)
+    ahead = own & over(index, np.minimum(index + window, n))
+    behind = own & over(np.maximum(index - window + 1, 0), index + 1)
     out = significant.copy()
     edges = np.flatnonzero(np.diff(np.concatenate([[0], significant.astype(int), [0]])))
     for first, end in zip(edges[::2], edges[1::2], strict=True):
-        hits = np.flatnonzero(point[first:end])
         out[first:end] = False
-        if len(hits):
-            out[first + hits[0] : first + hits[-1] + 1] = True
+        starts = np.flatnonzero(ahead[first:end])
+        ends = np.flatnonzero(behind[first:end])
+        if len(starts) and len(ends) and starts[0] <= ends[-1]:
+            out[first + starts[0] : first + ends[-1] + 1] = True
     return out
 
 
@@ -180,8 +196,9 @@ def bin_verdicts(scenario: Scenario, ts: Timeseries) -> dict[str, np.ndarray]:
         point = misses > budget * judged + 1e-9 * judged
         if per_sample is None or not n_bins:
             return point
-        significant = _budget_test(misses / per_sample, judged / per_sample, budget, window)
-        return _trimmed(significant, point)
+        misses, judged = misses / per_sample, judged / per_sample
+        significant = _budget_test(misses, judged, budget, window)
+        return _trimmed(significant, misses, judged, budget, window)
 
     success = judge(failed, ok + failed, 1.0 - slo.success_ratio)
     latency = np.zeros(n_bins, dtype=bool)

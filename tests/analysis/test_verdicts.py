@@ -303,3 +303,20 @@ def test_a_surge_in_force_for_the_whole_run_is_the_baseline_not_a_trigger() -> N
     assert trigger_spans(ts, whole) == []
     later = [{"t_s": 120.0, "kind": "surge", "label": "surge ×2"}]
     assert trigger_spans(ts, later) == [(120.0, None, "surge ×2")]
+
+
+def test_a_mild_excess_is_one_outage_with_its_true_ends() -> None:
+    """100 bins failing 2% (twice a 1% budget, 160 requests a bin) inside a healthy series
+    failing 0.1%: one outage, starting and ending within one min_duration (6 bins) of the
+    excess on each of 20 seeds. (Windows that borrow the excess once stretched it by up to 25
+    bins into healthy bins whose own 2 failures in 160 happened to exceed the budget.)"""
+    scenario = parse_scenario(NOISE_TEXT.replace('min_duration = "2min"', 'min_duration = "6min"'))
+    assert scenario.slo.min_duration == 360
+    rates = np.full(500, 0.001)
+    rates[200:300] = 0.02
+    for seed in range(20):
+        ts = _binomial_bins(np.random.default_rng(100 + seed), rates)
+        outages = analyse_outages(scenario, ts, [])["outages"]
+        assert len(outages) == 1, (seed, [(o["start_s"] / 60, o["end_s"] / 60) for o in outages])
+        start, end = outages[0]["start_s"] / 60, outages[0]["end_s"] / 60
+        assert 194 <= start <= 206 and 294 <= end <= 306, (seed, start, end)
