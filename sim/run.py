@@ -168,12 +168,19 @@ def sustaining_layer(scenario: Scenario, summary: dict) -> str:
 
 def route_outages(scenario: Scenario, ts: Timeseries, timeline: list, counts: dict) -> dict:
     """One route's outages and metastability, judged as the service's are but on the route's
-    own requests: its fresh requests and their fates, its attempts and its demand. The kernel
+    own requests: its fresh requests and their fates, its attempts and its demand, against
+    its share of the service's capacity and backlog (its share of fresh demand). The kernel
     keeps no per-bin latency percentiles of a route, so a route is judged on its success
     ratio (and on requests still waiting at the end of the run), not on its latency."""
     columns = dict(ts.columns)
     columns.update(counts)
     columns["demand_rps"] = counts["fresh"] / ts.bin_s
+    # The route's part of the service's capacity and backlog: its share of fresh demand.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = np.where(ts["fresh"] > 0, counts["fresh"] / ts["fresh"], np.nan)
+    share = np.nan_to_num(share, nan=float(np.nanmean(share)) if np.isfinite(share).any() else 1.0)
+    columns["capacity_rps"] = ts["capacity_rps"] * share
+    columns["queue"] = ts["queue"] * share
     for name in ("latency_p50", "latency_p95", "latency_p99"):
         columns[name] = np.full(len(ts), np.nan)
     judged = analyse_outages(scenario, Timeseries(ts.bin_s, ts.start, columns), timeline)

@@ -392,11 +392,11 @@ class DesEngine:
     def service_capacity_rps(self) -> np.ndarray:
         """Per bin, the fresh requests a second the graph can serve (real units): the
         bottleneck bound, min over tiers of a tier's capacity over the share of fresh demand
-        that passes through it. A pool's capacity is its servers (slowed by faults) over the
-        mean time a request holds one: its own work, plus in a sync route the mean work of
-        every tier below it (waits left out, so this is an upper bound); a provider's is its
-        rate limit. The share is the routes' fresh requests in the bin (their expected shares
-        in an empty bin)."""
+        that passes through it. A pool's capacity is its servers over the mean time a request
+        holds one: its own work, plus in a sync route the mean work of every tier below it,
+        each slowed by its faults in the bin (waits left out, so this is an upper bound); a
+        provider's is its rate limit. The share is the routes' fresh requests in the bin
+        (their expected shares in an empty bin)."""
         k, n, scale = self.k, self.recorder.closed_bins, self.scale
         bin_s = self.recorder.bin_s
         routes = self.scenario.route_specs
@@ -406,6 +406,10 @@ class DesEngine:
         expected = np.array([r.share if r.share is not None else 1.0 for r in routes])
         expected = expected / expected.sum()
         share = np.where(total > 0, fresh / np.maximum(total, 1), expected[:, None])
+        # Each pool's slowdown per bin (its faults), from its server and capacity areas.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = k.areas[:, AR_SERVERS, :n] / k.areas[:, AR_CAPACITY, :n]
+        slowdown = np.where(np.isfinite(ratio) & (ratio > 0), ratio, 1.0)
         bound = np.full(n, np.inf)
         for s, name in enumerate(self.tiers):
             through = np.zeros(n)
@@ -416,7 +420,9 @@ class DesEngine:
                     continue
                 i = calls.index(name)
                 below = calls[i + 1 :] if route.mode == "sync" else []
-                hold = tiers[name].time.mean_s + sum(tiers[t].time.mean_s for t in below)
+                hold = tiers[name].time.mean_s * slowdown[s]
+                for t in below:
+                    hold = hold + tiers[t].time.mean_s * slowdown[self.station[t]]
                 through += share[r]
                 holding += share[r] * hold
             if not through.any():
@@ -425,7 +431,7 @@ class DesEngine:
                 if k.st_i[s, ST_PROVIDER] == 1:
                     capacity = np.full(n, k.st_f[s, STF_RATE] * scale)
                 else:
-                    servers = k.areas[s, AR_CAPACITY, :n] / bin_s  # servers / slowdown
+                    servers = k.areas[s, AR_SERVERS, :n] / bin_s
                     capacity = servers * scale / (holding / through)
                 bound = np.minimum(bound, np.where(through > 0, capacity / through, np.inf))
         return bound

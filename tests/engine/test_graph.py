@@ -288,6 +288,12 @@ def test_the_shipped_cascade_is_metastable_and_its_retry_budget_ends_it() -> Non
     assert capacity[t_s < 600] == pytest.approx(200.0)
     assert capacity[(t_s >= 610) & (t_s < 890)] == pytest.approx(200.0 / 3)
     assert "would drain in 40s" in outage_why(cascade)
+    # With 100 database servers the API is the bottleneck, and a slow database still slows it:
+    # 40 threads / (20 ms + 3 x 40 ms held on each call) = 286/s during the fault.
+    roomy = load_scenario(REPO / "scenarios" / "cascade.toml", overrides={"tiers.db.servers": 100})
+    capacity = sim.simulate(roomy).timeseries["capacity_rps"]
+    assert capacity[t_s < 600] == pytest.approx(40 / 0.06)
+    assert capacity[(t_s >= 610) & (t_s < 890)] == pytest.approx(40 / 0.14)
     # The verdict names the layer whose retries multiply load: the end users' (3.5 attempts
     # a request), not the API's towards the database (fewer than one per API attempt).
     reason = cascade["metastable_reason"]
