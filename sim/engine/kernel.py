@@ -249,6 +249,15 @@ def answer(k, a, ok, now):
     while a >= 0:
         c = k.att_i[a, A_CLIENT]
         release(k, a, now)
+        if (
+            int(k.cl_f[c, CL_STATION]) == ENTRY_STATION
+            and k.cl_f[c, CL_NEXT] >= 0
+            and k.cl_f[c, CL_ASYNC] == 0.0
+        ):
+            # A sync caller at the entry tier: its time in system includes the wait on its
+            # calls (others are recorded when their own work ends).
+            lat = k.lat_code, k.lat_sum, k.lat_max, k.si
+            record_latency(*lat, LAT_SERVER, now - k.att_f[a, A_SENT_T], k.si[SI_BIN])
         parent = k.att_i[a, A_PARENT]
         if k.att_i[a, A_STATE] != LIVE:  # its client left (timed out): nobody to answer
             free_attempt(k.att_i, k.si, a)
@@ -318,11 +327,12 @@ def on_complete(k, a, now):
     """A server finishes attempt `a`'s own work: the station's next call on the route (its
     server held for a sync call, freed for an async one), or its answer."""
     c = k.att_i[a, A_CLIENT]
-    s = int(k.cl_f[c, CL_STATION])
-    if s == ENTRY_STATION:
+    callee = int(k.cl_f[c, CL_NEXT])
+    if int(k.cl_f[c, CL_STATION]) == ENTRY_STATION and (callee < 0 or k.cl_f[c, CL_ASYNC] != 0.0):
+        # The entry tier's time in system (abandoned work included); a sync caller's is
+        # recorded when its call is answered.
         lat = k.lat_code, k.lat_sum, k.lat_max, k.si
         record_latency(*lat, LAT_SERVER, now - k.att_f[a, A_SENT_T], k.si[SI_BIN])
-    callee = int(k.cl_f[c, CL_NEXT])
     if callee < 0:
         answer(k, a, True, now)
         return -1

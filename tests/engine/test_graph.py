@@ -128,6 +128,9 @@ def test_a_sync_call_to_a_provider_holds_the_callers_server() -> None:
     assert_within([r["tiers"]["api"]["utilization"] for r in runs], 0.7, max_rel=0.03)
     assert_within([r["latency_s"]["mean"] for r in runs], wait + mean + d, max_rel=0.1)
     for r in runs:
+        # The entry tier's time in system holds the call: with no retries it is what the
+        # end user sees.
+        assert r["server_latency_s"]["mean"] == pytest.approx(r["latency_s"]["mean"], rel=1e-3)
         assert r["tiers"]["sms"]["limited"] == 0 and r["tiers"]["sms"]["kind"] == "provider"
         assert r["tiers"]["sms"]["utilization"] is None
 
