@@ -128,6 +128,7 @@ def _trimmed(significant, misses, judged, budget: float, window: int) -> np.ndar
     excess breaks into fragments); at the ends a window that borrowed the excess, or a
     healthy bin's chance misses, would stretch the outage into healthy bins."""
     n = len(significant)
+    window = max(1, min(window, n))  # a min_duration longer than the run is the run
     sums = np.concatenate([[0.0], np.cumsum(misses)]), np.concatenate([[0.0], np.cumsum(judged)])
     index = np.arange(n)
 

@@ -320,3 +320,14 @@ def test_a_mild_excess_is_one_outage_with_its_true_ends() -> None:
         assert len(outages) == 1, (seed, [(o["start_s"] / 60, o["end_s"] / 60) for o in outages])
         start, end = outages[0]["start_s"] / 60, outages[0]["end_s"] / 60
         assert 194 <= start <= 206 and 294 <= end <= 306, (seed, start, end)
+
+
+def test_a_min_duration_longer_than_any_run_is_judged_without_overflow() -> None:
+    """min_duration = 1e300 min (a fuzzed file) makes the windows the whole run: a run that
+    fails throughout is still one outage, still under way at its end, and nothing overflows."""
+    scenario = parse_scenario(
+        NOISE_TEXT.replace('min_duration = "2min"', 'min_duration = "1e300min"')
+    )
+    ts = _binomial_bins(np.random.default_rng(3), np.full(30, 0.5))
+    (outage,) = analyse_outages(scenario, ts, [])["outages"]
+    assert outage["start_s"] == 0 and outage["ongoing"]
