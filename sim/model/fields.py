@@ -30,10 +30,11 @@ request classes. Whichever way a scenario is spelled, the validated Scenario off
 
 Graph rules (each broken one a located ScenarioError): `[service]` and `[tiers]` do not mix
 (two spellings of the pools); several tiers need `[[routes]]`; route names are unique; a route
-has `share` or `source`, not both, and all routes split demand the same way (a lone route
-without either takes share 1); shares sum to 1 within 1e-9; `source` needs `[population]`,
-and each source feeds at most one route: "signup" is the population's sign-up work
-(activation x downloads x requests_per_signup), "steady" everything else (its active users'
+has `share` or `source` (or both: a share of that source), and all routes split demand the
+same way (a lone route without either takes share 1); shares sum to 1 within 1e-9, of the
+whole demand or of each source that several routes split; `source` needs `[population]`:
+"signup" is the population's sign-up work (activation x downloads x requests_per_signup),
+"steady" everything else (its active users'
 requests_per_user and any `[arrivals]` rate); a source with demand must have its route. A
 route's calls name declared tiers, each at most once ("cycle in calls"); the entry call is a
 pool and takes no policy of its own (a bare name or `{ tier = NAME }`); a provider makes no
@@ -508,7 +509,8 @@ class RouteSpec(_Section):
     )
     source: Literal["steady", "signup"] | None = Field(
         default=None,
-        description='With [population], instead of share: its "steady" or "signup" demand.',
+        description='With [population]: its "steady" or "signup" demand (with share, that'
+        " fraction of it; the shares of one source's routes sum to 1).",
     )
     calls: list[CallItem] = Field(
         min_length=1,
@@ -622,13 +624,12 @@ def _steady_demand(scenario: Scenario) -> bool:
 def _split_demand(
     scenario: Scenario, specs: list[RouteSpec]
 ) -> list[tuple[float | None, str | None]]:
-    """Each route's (share, source), checked: one way of splitting, shares summing to 1, each
-    source on at most one route and every source with demand on one."""
+    """Each route's (share, source), checked: one way of splitting, shares summing to 1 (of
+    the whole demand, or of each source's when routes split a source), and every source with
+    demand on a route."""
     by_source = [spec.source is not None for spec in specs]
     split = []
     for index, spec in enumerate(specs):
-        if spec.share is not None and spec.source is not None:
-            raise KeyedError("a route takes share or source, not both", ("routes", index, "source"))
         if spec.source is not None and scenario.population is None:
             raise KeyedError(
                 f"source = {spec.source!r} names population demand: add [population], or give"
@@ -657,15 +658,27 @@ def _split_demand(
             shares = " + ".join(f"{share:g}" for share, _ in split)
             raise KeyedError(f"route shares sum to {total:.12g} ({shares}), not 1", ("routes",))
     if by_source[0]:
-        fed: dict[str, int] = {}
+        fed: dict[str, list[int]] = {}
         for index, (_, source) in enumerate(split):
-            if source in fed:
+            fed.setdefault(source, []).append(index)
+        for source, indices in fed.items():
+            shared = [i for i in indices if split[i][0] is not None]
+            if len(indices) > 1 and len(shared) < len(indices):
+                index = [i for i in indices if split[i][0] is None][-1]
+                other = next(i for i in indices if i != index)
                 raise KeyedError(
-                    f"source {source!r} already feeds routes.{fed[source]}"
-                    f" ({specs[fed[source]].name!r}): each source feeds one route",
+                    f"source {source!r} also feeds routes.{other} ({specs[other].name!r}):"
+                    " routes that split a source each take a share of it (summing to 1)",
                     ("routes", index, "source"),
                 )
-            fed[source] = index
+            if shared:
+                total = math.fsum(split[i][0] for i in shared)
+                if abs(total - 1.0) > SHARE_TOLERANCE:
+                    shares = " + ".join(f"{split[i][0]:g}" for i in shared)
+                    raise KeyedError(
+                        f"the shares of source {source!r} sum to {total:.12g} ({shares}), not 1",
+                        ("routes", shared[0], "share"),
+                    )
         needs = {
             "signup": scenario.population.requests_per_signup > 0,
             "steady": _steady_demand(scenario),

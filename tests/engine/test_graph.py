@@ -363,3 +363,58 @@ def test_outages_are_judged_per_route() -> None:
     assert outage["start_s"] <= 120 and outage["end_s"] == 1800
     assert outage["criterion"] == "success_ratio" and signup["recovered"] is False
     assert summary["outages"] and summary["outage_total_s"] >= 1680
+
+
+SPLIT_SOURCE = """\
+[scenario]
+name = "split-source"
+duration = "1h"
+seed = 5
+bin = "1min"
+
+[population]
+initial_users = 100000
+downloads = "200000/day"
+activation = 0.5
+requests_per_user = "20/day"
+requests_per_signup = 10
+
+[tiers.api]
+servers = 200
+time = { dist = "exponential", mean = "20ms" }
+
+[tiers.sms]
+rate_limit = "1000/s"
+time = { dist = "deterministic", mean = "300ms" }
+
+[[routes]]
+name = "messages"
+source = "steady"
+calls = ["api"]
+
+[[routes]]
+name = "signup"
+source = "signup"
+share = 0.9
+calls = ["api"]
+
+[[routes]]
+name = "verify"
+source = "signup"
+share = 0.1
+calls = ["api", "sms"]
+"""
+
+
+def test_routes_splitting_a_source_get_their_shares_of_it() -> None:
+    """Sign-up work (0.5 x 200,000/day x 10 = 11.6/s) split 0.9 / 0.1 between a route that
+    stays at the API and one that also calls the SMS provider: the fresh requests of each are
+    their share of the source (binomial 4-sigma bounds), and only the second reaches sms."""
+    summary = sim.simulate(parse_scenario(SPLIT_SOURCE)).summary
+    routes = summary["routes"]
+    signups = routes["signup"]["fresh"] + routes["verify"]["fresh"]
+    assert signups == pytest.approx(0.5 * 200_000 / 86_400 * 10 * 3600, rel=0.03)
+    expected = 0.1 * signups
+    assert abs(routes["verify"]["fresh"] - expected) <= 4 * (expected * 0.9) ** 0.5
+    assert summary["tiers"]["sms"]["attempts"] == routes["verify"]["fresh"]
+    assert routes["messages"]["fresh"] > 0 and "sms" not in routes["signup"]["amplification"]

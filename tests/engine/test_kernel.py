@@ -136,8 +136,10 @@ def _fingerprint_in_child(job: str, jit: str) -> str:
         ("retry-storm.toml", {"scenario.duration": "4min", "faults.0.at": "1min"}),
         ("retry-storm-budget.toml", {"scenario.duration": "4min", "faults.0.at": "1min"}),
         # A service graph: sync calls with their own timeouts and retries, a fault on a callee.
-        ("cascade.toml", {"scenario.duration": "3min", "faults.0.at": "1min",
-                          "faults.0.duration": "1min"}),  # fmt: skip
+        (
+            "cascade.toml",
+            {"scenario.duration": "3min", "faults.0.at": "1min", "faults.0.duration": "1min"},
+        ),  # fmt: skip
     ],
 )
 def test_compiled_and_plain_runs_are_identical(name: str, overrides: dict) -> None:

@@ -400,7 +400,7 @@ def _route_error_cases() -> list[tuple[str, str, str, str, list[str]]]:
             (GRAPH + POPULATION).replace("share = 0.1", 'share = 0.1\nsource = "signup"'),
             "routes.1.source",
             'source = "signup"',
-            ["share or source, not both"],
+            ["by share or by source, not both", "routes.0 has share"],
         ),
         (
             "source without population",
@@ -428,7 +428,7 @@ def _route_error_cases() -> list[tuple[str, str, str, str, list[str]]]:
             SOURCES.replace('source = "signup"', 'source = "steady"'),
             "routes.1.source",
             'source = "steady"',
-            ["'steady' already feeds routes.0 ('messages')"],
+            ["'steady' also feeds routes.0 ('messages')", "each take a share of it"],
         ),
         (
             "sign-up demand without its route",
@@ -691,3 +691,27 @@ def test_schema_has_tiers_and_routes_with_descriptions() -> None:
         assert "tier" in defs[control]["properties"], control
     assert {"required": ["service"]} in schema["oneOf"]
     assert {"required": ["tiers"]} in schema["oneOf"]
+
+
+SPLIT_SIGNUP = SOURCES.replace(
+    '[[routes]]\nname = "signups"\nsource = "signup"\ncalls = ["registration"]',
+    '[[routes]]\nname = "signups"\nsource = "signup"\nshare = 0.8\ncalls = ["registration"]\n\n'
+    '[[routes]]\nname = "verify"\nsource = "signup"\nshare = 0.2\ncalls = ["registration"]',
+)
+
+
+def test_routes_may_split_a_source_by_shares() -> None:
+    """A source fed to several routes gives each a share of it (sign-ups: most of their work
+    at registration, a fifth of it also calling on): the shares of one source sum to 1."""
+    routes = parse_scenario(SPLIT_SIGNUP).route_specs
+    assert [(r.name, r.source, r.share) for r in routes] == [
+        ("messages", "steady", None),
+        ("signups", "signup", 0.8),
+        ("verify", "signup", 0.2),
+    ]
+    error = _error(SPLIT_SIGNUP.replace("share = 0.2", "share = 0.3"))
+    assert error.key == "routes.1.share"
+    assert "the shares of source 'signup' sum to 1.1 (0.8 + 0.3), not 1" in str(error)
+    error = _error(SPLIT_SIGNUP.replace("share = 0.2\n", ""))
+    assert error.key == "routes.2.source"
+    assert "also feeds routes.1 ('signups')" in str(error)
