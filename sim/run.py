@@ -134,8 +134,10 @@ def simulate(
         timeseries.columns.update(engine.tier_columns())
         summary.update(engine.graph_summary())
         for r, route in enumerate(scenario.route_specs):
+            counts = engine.route_counts(r)
+            counts["capacity_rps"] = engine.route_capacity_rps(r)
             summary["routes"][route.name].update(
-                route_outages(scenario, timeseries, summary["timeline"], engine.route_counts(r))
+                route_outages(scenario, timeseries, summary["timeline"], counts)
             )
         if summary["metastable"]:
             summary["metastable_reason"] += "; " + sustaining_layer(scenario, summary)
@@ -169,17 +171,18 @@ def sustaining_layer(scenario: Scenario, summary: dict) -> str:
 def route_outages(scenario: Scenario, ts: Timeseries, timeline: list, counts: dict) -> dict:
     """One route's outages and metastability, judged as the service's are but on the route's
     own requests: its fresh requests and their fates, its attempts and its demand, against
-    its share of the service's capacity and backlog (its share of fresh demand). The kernel
+    its part of each tier's capacity (`counts["capacity_rps"]`) and its share of the
+    backlog. The kernel
     keeps no per-bin latency percentiles of a route, so a route is judged on its success
     ratio (and on requests still waiting at the end of the run), not on its latency."""
     columns = dict(ts.columns)
     columns.update(counts)
-    columns["demand_rps"] = counts["fresh"] / ts.bin_s
-    # The route's part of the service's capacity and backlog: its share of fresh demand.
+    # The route's part of the expected demand and of the backlog: its share of the bin's
+    # fresh requests, the share its capacity (from the engine) takes of each tier it calls.
     with np.errstate(divide="ignore", invalid="ignore"):
         share = np.where(ts["fresh"] > 0, counts["fresh"] / ts["fresh"], np.nan)
     share = np.nan_to_num(share, nan=float(np.nanmean(share)) if np.isfinite(share).any() else 1.0)
-    columns["capacity_rps"] = ts["capacity_rps"] * share
+    columns["demand_rps"] = ts["demand_rps"] * share
     columns["queue"] = ts["queue"] * share
     for name in ("latency_p50", "latency_p95", "latency_p99"):
         columns[name] = np.full(len(ts), np.nan)

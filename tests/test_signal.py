@@ -158,3 +158,23 @@ def test_without_retries_the_outage_is_hours_not_a_day() -> None:
     assert ONSET_WINDOW[0] <= _utc(summary["first_outage_start"]) <= ONSET_WINDOW[1]
     assert _main_outage(summary)["duration_s"] < 12 * 3600
     assert summary["recovered"] is True
+
+
+def test_with_its_tiers_sms_codes_fail_first_then_messaging_goes_down() -> None:
+    """scenarios/signal-2021-01-tiers.toml: the same demand and planner, with an API, message
+    storage and an SMS provider of fixed rate. Verification codes fail in the days before 15
+    January while messaging is healthy; messaging then goes down on 15 January in the
+    afternoon UTC for more than a day, a metastable outage, as in the single-pool model."""
+    summary = sim.simulate(load_scenario(REPO / "scenarios" / "signal-2021-01-tiers.toml")).summary
+    routes = summary["routes"]
+    day = 86_400.0
+    verify = [o for o in routes["verify"]["outages"] if o["start_s"] < 14 * day]
+    assert verify and verify[0]["start_s"] >= 9 * day  # codes fail from 10 Jan on, not before
+    assert all(o["cause"] == "trigger" for o in verify)  # demand at the provider's rate
+    message = routes["message"]["outages"]
+    assert message and all(o["start_s"] >= 14 * day for o in message)  # healthy until the 15th
+    main = max(message, key=lambda o: o["duration_s"])
+    assert 14 * day + 12 * 3600 <= main["start_s"] <= 14 * day + 18 * 3600  # 15 Jan afternoon
+    assert main["duration_s"] > day and main["cause"] == "metastable"
+    assert summary["metastable"] is True
+    assert summary["tiers"]["sms"]["limited"] > 0

@@ -64,7 +64,8 @@ def idle_slo_warnings(scenario: Scenario) -> list[str]:
         bound_s = law.quantile(LATENCY_QUANTILE * in_time)
         simple = error_rate == 0 and not (client and (client.retry_budget or client.throttle_k))
         if timeout_s is not None and retries and simple:
-            if LATENCY_QUANTILE * success_max < in_time:
+            # (success_max rounds to 0 when an attempt almost never finishes in time)
+            if 0 < LATENCY_QUANTILE * success_max < in_time:
                 bound_s = max(bound_s, law.quantile(LATENCY_QUANTILE * success_max))
             else:
                 bound_s = max(bound_s, timeout_s)

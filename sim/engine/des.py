@@ -389,14 +389,14 @@ class DesEngine:
                 )
         return cols
 
-    def service_capacity_rps(self) -> np.ndarray:
-        """Per bin, the fresh requests a second the graph can serve (real units): the
-        bottleneck bound, min over tiers of a tier's capacity over the share of fresh demand
-        that passes through it. A pool's capacity is its servers over the mean time a request
-        holds one: its own work, plus in a sync route the mean work of every tier below it,
-        each slowed by its faults in the bin (waits left out, so this is an upper bound); a
-        provider's is its rate limit. The share is the routes' fresh requests in the bin
-        (their expected shares in an empty bin)."""
+    def _tier_capacities(self) -> tuple[np.ndarray, list[tuple[int, np.ndarray, np.ndarray]]]:
+        """Per bin, each route's share of fresh demand (routes x bins), and for each tier a
+        route calls: (station, the share of fresh demand through it, its capacity in
+        requests a second, real units). A pool's capacity is its servers over the mean time a
+        request holds one: its own work, plus in a sync route the mean work of every tier
+        below it, each slowed by its faults in the bin (waits left out, so this is an upper
+        bound); a provider's is its rate limit. The shares are the routes' fresh requests in
+        the bin (their expected shares in an empty bin)."""
         k, n, scale = self.k, self.recorder.closed_bins, self.scale
         bin_s = self.recorder.bin_s
         routes = self.scenario.route_specs
@@ -410,7 +410,7 @@ class DesEngine:
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = k.areas[:, AR_SERVERS, :n] / k.areas[:, AR_CAPACITY, :n]
         slowdown = np.where(np.isfinite(ratio) & (ratio > 0), ratio, 1.0)
-        bound = np.full(n, np.inf)
+        out = []
         for s, name in enumerate(self.tiers):
             through = np.zeros(n)
             holding = np.zeros(n)
@@ -433,7 +433,35 @@ class DesEngine:
                 else:
                     servers = k.areas[s, AR_SERVERS, :n] / bin_s
                     capacity = servers * scale / (holding / through)
-                bound = np.minimum(bound, np.where(through > 0, capacity / through, np.inf))
+            out.append((s, through, capacity))
+        return share, out
+
+    def service_capacity_rps(self) -> np.ndarray:
+        """Per bin, the fresh requests a second the service can serve (real units): the
+        bottleneck bound over its pools, min of a pool's capacity over the share of fresh
+        demand through it. Providers are left out: one refuses its excess at once, so it
+        builds no backlog for the service to drain; it bounds its own routes
+        (`route_capacity_rps`)."""
+        _, capacities = self._tier_capacities()
+        bound = np.full(self.recorder.closed_bins, np.inf)
+        for s, through, capacity in capacities:
+            if self.k.st_i[s, ST_PROVIDER] == 0:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    bound = np.minimum(bound, np.where(through > 0, capacity / through, np.inf))
+        return bound
+
+    def route_capacity_rps(self, r: int) -> np.ndarray:
+        """Per bin, route r's part of what the graph can serve (real units): over the tiers it
+        calls, providers included, the least of a tier's capacity times the route's share of
+        that tier's demand (each tier's capacity shared in proportion to demand)."""
+        share, capacities = self._tier_capacities()
+        calls = {call.tier for call in self.scenario.route_specs[r].calls}
+        bound = np.full(self.recorder.closed_bins, np.inf)
+        for s, through, capacity in capacities:
+            if self.tiers[s] in calls:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    part = np.where(through > 0, capacity * share[r] / through, np.inf)
+                bound = np.minimum(bound, part)
         return bound
 
     def route_counts(self, r: int) -> dict[str, np.ndarray]:

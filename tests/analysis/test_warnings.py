@@ -265,3 +265,19 @@ def test_success_with_a_timeout_is_the_response_tail_and_agrees_with_the_run() -
     assert all(row["theory"] == pytest.approx(expected, rel=1e-9) for row in rows)
     assert all(row["ci_high"] - row["ci_low"] < 0.1 for row in rows)
     assert sum(row["agrees"] for row in rows) >= MIN_AGREEING
+
+
+def test_an_attempt_that_almost_never_finishes_in_time_warns_without_error() -> None:
+    """A service time of 2e301 ms (a fuzzed file) against a 2 s timeout: an attempt finishes
+    in time with a probability that rounds success_max to 0; the idle-SLO warnings say so
+    instead of failing on a quantile of 0."""
+    scenario = load_scenario(
+        REPO / "scenarios" / "mmc.toml",
+        overrides={
+            "service.time": {"dist": "exponential", "mean": "20e300ms"},
+            "client": {"timeout": "2s", "retries": 3},
+            "slo.latency_p99": "2s",
+        },
+    )
+    warnings = scenario_warnings(scenario, Demand(scenario))
+    assert any("cannot be met even by an idle service" in w for w in warnings)
