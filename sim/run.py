@@ -147,21 +147,25 @@ def simulate(
 def sustaining_layer(scenario: Scenario, summary: dict) -> str:
     """Which callers' retries sustain a graph's outage: per call of each route, the attempts
     the callee received per attempt of its caller (per fresh request for the end users'
-    call), over the whole run; the largest multiplies load the most."""
+    call), over the whole run; the call that adds the most attempts (its excess over one
+    per caller attempt, times the caller's attempts) multiplies load the most, so a small
+    route retrying hard does not outweigh a large one."""
     layers = []
     for route in scenario.route_specs:
-        amplification = summary["routes"][route.name]["amplification"]
+        entry = summary["routes"][route.name]
+        amplification, fresh = entry["amplification"], entry["fresh"]
         caller, before = "end users", 1.0
         for call in route.calls:
             after = amplification.get(call.tier)
             if after is None or not before:
                 break
-            layers.append((after / before, f"{caller} → {call.tier}", route.name))
+            added = (after - before) * fresh
+            layers.append((added, after / before, f"{caller} → {call.tier}", route.name))
             caller, before = call.tier, after
     if not layers:
         return "no layer's retries could be measured"
-    words = ", ".join(f"{name} {ratio:.2f}×" for ratio, name, _ in layers)
-    ratio, name, route = max(layers)
+    words = ", ".join(f"{name} ({route}) {ratio:.2f}×" for _, ratio, name, route in layers)
+    _, _, name, route = max(layers)
     return (
         f"attempts per caller attempt: {words}; the retries of {name} ({route}) multiply "
         "load the most"
