@@ -159,6 +159,7 @@ class DesEngine:
         self.scenario, self.demand, self.recorder = scenario, demand, recorder
         self.scale, self.duration_s = meta.scale, meta.duration
         self.controls_steps = 0
+        self._capacities = None  # (closed bins, _capacities_now()) once asked
         self.interrupted = False
         arrival_rng, service_rng, error_rng, jitter_rng, throttle_rng = (
             np.random.default_rng(s) for s in np.random.SeedSequence(meta.seed).spawn(5)
@@ -357,6 +358,13 @@ class DesEngine:
         self._sync()
 
     # -- the service graph's own figures ---------------------------------------------------
+    def _tier_counts(self, s: int) -> np.ndarray:
+        """Station s's per-bin counters (C_* rows, simulated units, closed bins): the sum over
+        the clients that call it."""
+        k = self.k
+        rows = [c for c in range(len(k.cl_f)) if int(k.cl_f[c, CL_STATION]) == s]
+        return k.counts[rows].sum(axis=0)[:, : self.recorder.closed_bins]
+
     def tier_columns(self) -> dict[str, np.ndarray]:
         """Per-bin columns of every tier and route (real units), for timeseries.csv:
         TIER.queue, .busy, .servers, .utilization, .attempts, .rejected, .timed_out (and
@@ -364,8 +372,7 @@ class DesEngine:
         k, n, scale = self.k, self.recorder.closed_bins, self.scale
         cols: dict[str, np.ndarray] = {}
         for s, name in enumerate(self.tiers):
-            rows = [c for c in range(len(k.cl_f)) if int(k.cl_f[c, CL_STATION]) == s]
-            counts = k.counts[rows].sum(axis=0)[:, :n]
+            counts = self._tier_counts(s)
             provider = k.st_i[s, ST_PROVIDER] == 1
             cols[f"{name}.queue"] = k.snaps[s, SN_QUEUE, :n] * scale
             cols[f"{name}.busy"] = k.snaps[s, SN_BUSY, :n] * scale
@@ -390,6 +397,13 @@ class DesEngine:
         return cols
 
     def _tier_capacities(self) -> tuple[np.ndarray, list[tuple[int, np.ndarray, np.ndarray]]]:
+        """`_capacities_now`, computed once the run has ended (the service and every route
+        ask for it)."""
+        if self._capacities is None or self._capacities[0] != self.recorder.closed_bins:
+            self._capacities = (self.recorder.closed_bins, self._capacities_now())
+        return self._capacities[1]
+
+    def _capacities_now(self) -> tuple[np.ndarray, list[tuple[int, np.ndarray, np.ndarray]]]:
         """Per bin, each route's share of fresh demand (routes x bins), and for each tier a
         route calls: (station, the share of fresh demand through it, its capacity in
         requests a second, real units). A pool's capacity is its servers over the mean time a
@@ -481,8 +495,7 @@ class DesEngine:
         end = float(k.sf[SF_NOW])
         tiers = {}
         for s, name in enumerate(self.tiers):
-            rows = [c for c in range(len(k.cl_f)) if int(k.cl_f[c, CL_STATION]) == s]
-            total = k.counts[rows].sum(axis=(0, 2))
+            total = self._tier_counts(s).sum(axis=1)
             provider = k.st_i[s, ST_PROVIDER] == 1
             server_area = float(k.areas[s, AR_SERVERS, :n].sum())
             busy_area = float(k.areas[s, AR_BUSY, :n].sum())
