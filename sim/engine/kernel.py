@@ -210,9 +210,14 @@ def start(k, s, a, now):
 
 @compiled_inline
 def release(k, a, now):
-    """Attempt `a` gives back the server it holds, if it holds one."""
+    """Attempt `a` gives back the server it holds, if it holds one. At the entry tier that
+    ends its time in system (the service's server latency, abandoned work included): its own
+    work, and in a sync route the wait on its calls."""
     if k.att_i[a, A_HOLDING] == 1:
         s = int(k.cl_f[k.att_i[a, A_CLIENT], CL_STATION])
+        if s == ENTRY_STATION:
+            lat = k.lat_code, k.lat_sum, k.lat_max, k.si
+            record_latency(*lat, LAT_SERVER, now - k.att_f[a, A_SENT_T], k.si[SI_BIN])
         touch(k.st_i, k.st_f, s, now)
         k.st_i[s, ST_BUSY] -= 1
         k.att_i[a, A_HOLDING] = 0
@@ -249,15 +254,6 @@ def answer(k, a, ok, now):
     while a >= 0:
         c = k.att_i[a, A_CLIENT]
         release(k, a, now)
-        if (
-            int(k.cl_f[c, CL_STATION]) == ENTRY_STATION
-            and k.cl_f[c, CL_NEXT] >= 0
-            and k.cl_f[c, CL_ASYNC] == 0.0
-        ):
-            # A sync caller at the entry tier: its time in system includes the wait on its
-            # calls (others are recorded when their own work ends).
-            lat = k.lat_code, k.lat_sum, k.lat_max, k.si
-            record_latency(*lat, LAT_SERVER, now - k.att_f[a, A_SENT_T], k.si[SI_BIN])
         parent = k.att_i[a, A_PARENT]
         if k.att_i[a, A_STATE] != LIVE:  # its client left (timed out): nobody to answer
             free_attempt(k.att_i, k.si, a)
@@ -328,11 +324,6 @@ def on_complete(k, a, now):
     server held for a sync call, freed for an async one), or its answer."""
     c = k.att_i[a, A_CLIENT]
     callee = int(k.cl_f[c, CL_NEXT])
-    if int(k.cl_f[c, CL_STATION]) == ENTRY_STATION and (callee < 0 or k.cl_f[c, CL_ASYNC] != 0.0):
-        # The entry tier's time in system (abandoned work included); a sync caller's is
-        # recorded when its call is answered.
-        lat = k.lat_code, k.lat_sum, k.lat_max, k.si
-        record_latency(*lat, LAT_SERVER, now - k.att_f[a, A_SENT_T], k.si[SI_BIN])
     if callee < 0:
         answer(k, a, True, now)
         return -1
