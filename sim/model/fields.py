@@ -799,6 +799,28 @@ def _tier_names(value: object) -> object:
     return value
 
 
+class SensitivityEntry(_Section):
+    """[[sensitivity]]: an assumption and its plausible range, for `outage-sim sensitivity`
+    (which checks the key and both values by applying them as `--set` does)."""
+
+    key: str = Field(pattern=r"^[A-Za-z_][\w-]*(\.[\w-]+)*$", max_length=200)
+    """A key --set accepts, e.g. "population.activation"."""
+    low: Any
+    """Low end of the plausible range (a TOML value, as --set takes)."""
+    high: Any
+    """High end of the plausible range."""
+    why: str = Field(default="", max_length=2000)
+    """What the number is and where its range comes from."""
+
+    @model_validator(mode="after")
+    def _a_range(self) -> SensitivityEntry:
+        if self.key == "scenario.seed":
+            raise KeyedError("scenario.seed is no assumption: --reps chooses seeds", ("key",))
+        if self.low == self.high:
+            raise KeyedError(f"low and high are the same ({shown(self.low)})", ("high",))
+        return self
+
+
 class Scenario(_Section):
     """A whole validated scenario. Build it with `load_scenario`."""
 
@@ -829,6 +851,8 @@ class Scenario(_Section):
     faults: list[Fault] = []
     client: Client | None = None
     slo: Slo = Slo()
+    sensitivity: list[SensitivityEntry] = Field(default_factory=list, exclude=True)
+    """Assumptions and their ranges for `outage-sim sensitivity` (not part of a run's sha256)."""
 
     _path: Path | None = PrivateAttr(default=None)
     _raw: dict = PrivateAttr(default_factory=dict)
