@@ -77,7 +77,38 @@ def _load(
     return load_scenario(file, overrides=overrides)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The command group: each command listed with its first sentence whole (click cuts it
+    at 45 characters with "...", which hides what a command does)."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=1000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+EXAMPLES = """Examples:
+
+\b
+  outage-sim run scenarios/signal-2021-01.toml   # report in reports/signal-2021-01/
+  outage-sim run scenarios/mmc.toml --set service.servers=11 --out /tmp/mmc11
+  outage-sim check scenarios/mmc.toml            # validate, and what theory expects
+  outage-sim sweep scenarios/mmc.toml --grid service.servers=9..14 --reps 10
+  outage-sim plan scenarios/mmc.toml --param service.servers --lo 1 --hi 100
+  outage-sim schema > scenario.schema.json       # JSON Schema for editors
+
+Each command has its own --help.
+"""
+
+
+@click.group(
+    cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXAMPLES
+)
 @click.version_option(__version__, prog_name="outage-sim")
 def cli() -> None:
     """Simulate a service under a traffic surge, see the outage before it happens, and find
@@ -85,6 +116,9 @@ def cli() -> None:
 
 
 SET_HELP = "Override a scenario key, e.g. --set service.servers=12 (repeatable; TOML value)."
+_engine_option = click.option(
+    "--engine", type=click.Choice(["des", "fluid"]), help="Engine (overrides scenario.engine)."
+)
 
 
 @cli.command()
@@ -101,11 +135,9 @@ SET_HELP = "Override a scenario key, e.g. --set service.servers=12 (repeatable; 
     type=click.IntRange(min=0, max=2**63 - 1),
     help="Random seed (overrides scenario.seed).",
 )
+@_engine_option
 @click.option(
-    "--engine", type=click.Choice(["des", "fluid"]), help="Engine (overrides scenario.engine)."
-)
-@click.option(
-    "--force", is_flag=True, help="Run even when the estimate exceeds 200M simulated requests."
+    "--force", is_flag=True, help="Run even when the estimate exceeds 400M simulated requests."
 )
 @click.option("--no-charts", is_flag=True, help="Write summary.json and timeseries.csv only.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary on stdout.")
@@ -316,7 +348,8 @@ def _executor_options(command):
     help="Output folder [default: reports/<name>/sweep/].",
 )
 @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
-@click.option("--force", is_flag=True, help="Run points estimated above 200M simulated requests.")
+@_engine_option
+@click.option("--force", is_flag=True, help="Run points estimated above 400M simulated requests.")
 @click.option(
     "--resume",
     is_flag=True,
@@ -326,8 +359,9 @@ def _executor_options(command):
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no table on stdout.")
 @click.option("--debug", is_flag=True, help="Show the traceback of unexpected errors.")
 def sweep_command(
-    file, grid, reps, workers, dask_address, out_dir, assignments, force, resume, quiet, debug
-) -> None:
+    file, grid, reps, workers, dask_address, out_dir, assignments, engine, force, resume, quiet,
+    debug,
+) -> None:  # fmt: skip
     """Run FILE at every point of a grid, REPS times each; write results.csv (one row per
     run), aggregate.csv (mean and 95% CI per point) and sweep.png."""
     with _guard(debug):
@@ -339,7 +373,7 @@ def sweep_command(
         out = Path(out_dir) if out_dir else Path("reports") / name / "sweep"
         progress = False if quiet else None
         rows = sweep(file, grid, reps, workers, dask_address, out, progress, overrides=overrides,
-                     force=force, resume=resume)  # fmt: skip
+                     force=force, resume=resume, engine=engine)  # fmt: skip
         if not quiet:
             click.echo(sweep_table(aggregate(rows, list(grid)), list(grid)))
             click.echo(f"results in {out}/")
@@ -384,12 +418,13 @@ def sweep_command(
     help="Output folder for plan.json [default: reports/<name>/plan/].",
 )
 @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
-@click.option("--force", is_flag=True, help="Run values estimated above 200M simulated requests.")
+@_engine_option
+@click.option("--force", is_flag=True, help="Run values estimated above 400M simulated requests.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only KEY = VALUE.")
 @click.option("--debug", is_flag=True, help="Show the traceback of unexpected errors.")
 def plan_command(
-    file, param, lo, hi, reps, confidence, workers, dask_address, out_dir, assignments, force,
-    quiet, debug,
+    file, param, lo, hi, reps, confidence, workers, dask_address, out_dir, assignments, engine,
+    force, quiet, debug,
 ) -> None:  # fmt: skip
     """Find the least value of PARAM in [LO, HI] whose runs meet the SLO (no outage) with
     CONFIDENCE, by bisection; write plan.json, print KEY = VALUE."""
@@ -401,7 +436,8 @@ def plan_command(
         name = load_scenario(file, overrides=overrides).scenario.name
         out = Path(out_dir) if out_dir else Path("reports") / name / "plan"
         result = plan(file, param, lo, hi, reps, confidence, workers, dask_address, out,
-                      False if quiet else None, overrides=overrides, force=force)  # fmt: skip
+                      False if quiet else None, overrides=overrides, force=force,
+                      engine=engine)  # fmt: skip
         if not quiet:
             click.echo(describe(result), err=True)
         else:

@@ -121,9 +121,13 @@ def plan(
     *,
     overrides: dict | None = None,
     force: bool = False,
+    engine: str | None = None,
 ) -> Plan:
     """Find the least integer `param` in [lo, hi] meeting the SLO with `confidence` (see the
-    module docstring); `reps` defaults to the least number that can reach it."""
+    module docstring); `reps` defaults to the least number that can reach it; `engine` ("des"
+    or "fluid") overrides `scenario.engine`."""
+    if engine is not None:
+        overrides = {**(overrides or {}), "scenario.engine": engine}
     if not lo <= hi:
         raise UsageError(f"--lo must not exceed --hi, got {lo} > {hi}")
     if not 0 < confidence < 1:

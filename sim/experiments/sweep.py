@@ -338,6 +338,7 @@ def sweep(
     overrides: dict | None = None,
     force: bool = False,
     resume: bool = False,
+    engine: str | None = None,
 ) -> list[dict[str, Any]]:
     """Run every grid point `reps` times with common random numbers; one flat row per run.
 
@@ -345,10 +346,12 @@ def sweep(
     `out_dir`, writes results.csv, aggregate.csv and sweep.png there (on Ctrl-C, with the runs
     that finished, before KeyboardInterrupt propagates). With `resume`, runs that finished in
     an earlier results.csv of `out_dir` for the same point scenario and seed are kept, and
-    only the others run.
+    only the others run. `engine` ("des" or "fluid") overrides `scenario.engine`.
     """
     if reps < 1:
         raise UsageError(f"--reps must be at least 1, got {reps}")
+    if engine is not None:
+        overrides = {**(overrides or {}), "scenario.engine": engine}
     points = grid_points(grid)
     base, *scenarios = point_scenarios(scenario_path, points, overrides, force)
     seeds = [replication_seed(base.scenario.seed, r) for r in range(reps)]
