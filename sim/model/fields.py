@@ -199,7 +199,11 @@ Fraction = Annotated[float, BeforeValidator(_finite_float), Field(ge=0, le=1)]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    # A field's docstring (the string under it) is its description in `outage-sim schema`,
+    # which editors show on hover.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, strict=False, use_attribute_docstrings=True
+    )
 
     @field_validator("*", mode="before")
     @classmethod
@@ -216,14 +220,26 @@ class ScenarioMeta(_Section):
     """[scenario]: naming, time frame, randomness and resolution of a run."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100)
+    """Names the report folder reports/<name>/ (default: the file's name without .toml)."""
     title: str = ""
+    """Free text shown at the top of reports."""
     description: str = ""
+    """Free text (Markdown) shown in reports."""
     start: datetime | None = None
+    """Wall-clock origin (UTC) of the run: charts and the summary show dates; timestamps elsewhere
+    need it."""
     duration: Duration = Field(gt=0)
+    """How long the run lasts, e.g. "1d" or seconds."""
     seed: int = Field(default=1, ge=0, lt=2**63)
+    """Random seed: the same seed gives the same run, byte for byte."""
     bin: Duration = Field(default=60.0, gt=0)
+    """Metrics resolution: the length of one row of timeseries.csv, e.g. "1min"."""
     scale: Number = Field(default=1.0, ge=1e-6, le=MAX_SCALE)
+    """One simulated request stands for this many real ones (rates, servers and queue limit are
+    divided by it; counts are reported in real units)."""
     engine: Literal["des", "fluid"] = "des"
+    """The engine: "des" simulates every request (exact); "fluid" steps expected counts in numpy
+    (any scale, seconds for a month)."""
 
     @field_validator("start", mode="before")
     @classmethod
@@ -253,17 +269,24 @@ class Diurnal(_Section):
     """A daily cycle: rate × (1 + amplitude·cos(2π (t − peak) / 1 day))."""
 
     amplitude: Fraction
+    """Share by which the rate swings above and below its mean over a day."""
     peak: TimeOfDay = 72000.0
+    """Time of day (UTC) of the daily peak, e.g. "20:00"."""
 
 
 class Surge(_Section):
     """A surge multiplies the rate by `factor` or replaces it by `rate`, with optional ramps."""
 
     at: TimePoint
+    """When it begins: an offset into the run ("6h") or a timestamp."""
     duration: Duration | None = None
+    """How long it lasts (omit: to the end of the run)."""
     factor: Number | None = Field(default=None, ge=0, le=1e6)
+    """Multiply the rate by this (give factor or rate)."""
     rate: Rate | None = None
+    """Replace the rate by this, e.g. "90/s" (give factor or rate)."""
     ramp: Duration = 0.0
+    """Linear ramp up at its start and down at its end."""
 
     @model_validator(mode="after")
     def _one_of(self) -> Surge:
@@ -276,20 +299,31 @@ class Arrivals(_Section):
     """[arrivals]: fresh requests (first attempts), a Poisson process with a time-varying rate."""
 
     rate: Rate = 0.0
+    """Fresh requests per second: "9/s", "50000/day", "1.3M/day" or a plain number."""
     diurnal: Diurnal | None = None
+    """A daily cycle of the rate."""
     surge: list[Surge] = []
+    """Surges: each multiplies or replaces the rate for a while."""
 
 
 class Population(_Section):
     """[population]: demand from a growing user base (downloads -> users -> requests)."""
 
     initial_users: Number = Field(default=0.0, ge=0, le=1e11)
+    """Active users at the start of the run."""
     downloads: Rate | None = None
+    """Downloads per unit of time, e.g. "50000/day" (give downloads or downloads_csv)."""
     downloads_csv: str | None = Field(default=None, min_length=1)
+    """A CSV of downloads per day to replay, relative to the scenario file (give downloads or
+    downloads_csv)."""
     surge: list[Surge] = []
+    """Surges of downloads, written as arrivals.surge."""
     activation: Fraction = 1.0
+    """Share of downloads that become active users."""
     requests_per_user: Rate = 0.0
+    """Steady traffic of one active user, e.g. "20/day"."""
     requests_per_signup: Number = Field(default=0.0, ge=0, le=1e6)
+    """One-off requests of one new user's sign-up."""
 
     @model_validator(mode="after")
     def _source(self) -> Population:
@@ -302,9 +336,13 @@ class ServiceTime(_Section):
     """How long one attempt occupies a server."""
 
     dist: Literal["exponential", "deterministic", "lognormal", "gamma", "empirical"] = "exponential"
+    """Distribution of the time one attempt holds a server."""
     mean: Duration | None = Field(default=None, gt=0)
+    """Mean service time, e.g. "1s" (all but empirical)."""
     cv: Number | None = Field(default=None, ge=1e-6, le=100)
+    """Coefficient of variation (standard deviation / mean), for lognormal and gamma."""
     samples: list[Duration] | None = Field(default=None, min_length=1, max_length=1_000_000)
+    """Service times to draw from at random, for empirical."""
 
     @model_validator(mode="after")
     def _parameters(self) -> ServiceTime:
@@ -337,16 +375,25 @@ class Service(_Section):
     """[service]: the server pool, its queue and its overload controls."""
 
     servers: int = Field(ge=1, le=10_000_000)
+    """Servers in the pool at the start of the run."""
     time: ServiceTime
+    """The service time of one attempt."""
     queue_limit: QueueLimit = math.inf
+    """Room in the queue ("inf": unbounded; 0: a loss system); an attempt finding it full is
+    rejected."""
     discipline: Literal["fifo", "lifo"] = "fifo"
+    """Which waiting request a free server takes: "fifo" the oldest, "lifo" the newest."""
     drop_expired: bool = False
+    """Skip queued work whose client has already given up."""
     error_rate: Fraction = 0.0
+    """Share of attempts refused at once with an error (error injection)."""
     # Serve newest first while more than this many wait (adaptive LIFO under overload).
     lifo_over: int | None = Field(default=None, ge=0)
+    """Serve newest first while more than this many wait (adaptive LIFO under overload)."""
     # CoDel-style shedding, simplified: work that waited longer than this when a server
     # reaches it is rejected (its client may retry); no CoDel interval or drop schedule.
     sojourn_limit: Duration | None = Field(default=None, gt=0)
+    """Reject work that waited longer than this when a server reaches it (its client may retry)."""
 
 
 def _tier_key() -> Any:
@@ -357,7 +404,9 @@ class CapacityChange(_Section):
     """A planned change of the number of servers."""
 
     at: TimePoint
+    """When the pool changes: an offset into the run or a timestamp."""
     servers: int = Field(ge=0, le=10_000_000)
+    """Servers from then on."""
     tier: str | None = _tier_key()
 
 
@@ -365,14 +414,24 @@ class Planner(_Section):
     """Daily capacity review: next day's servers from a forecast of the peak load seen."""
 
     review_at: TimeOfDay = 32400.0
+    """Time of day (UTC) of the daily review, e.g. "17:00"."""
     lead_time: Duration = 43200.0
+    """Delay from a review to its servers being in service."""
     forecast: Literal["last", "trend"] = "trend"
+    """How tomorrow's peak is forecast: "last" as the last day's; "trend" growing as over the last
+    trend_days."""
     trend_days: int = Field(default=3, ge=1, le=60)
+    """Days the trend forecast looks back over."""
     headroom: Number = Field(default=1.0, ge=1, le=100)
+    """Multiplier on the servers the forecast needs (1: none)."""
     target_utilization: Number = Field(default=0.8, gt=0, le=1)
+    """Utilisation the planner sizes the pool for at the forecast peak."""
     max_growth: Number = Field(default=1.5, ge=1, le=1000)
+    """At most this many times the current servers per review (1.5: +50% a day)."""
     min_servers: int = Field(default=1, ge=1)
+    """Fewest servers the planner keeps."""
     max_servers: int = Field(default=10_000_000, ge=1)
+    """Most servers the planner adds up to."""
     tier: str | None = _tier_key()
 
 
@@ -380,13 +439,22 @@ class Autoscale(_Section):
     """Reactive scaling on utilisation or queue, with provisioning delay and cooldown."""
 
     metric: Literal["utilization", "queue"] = "utilization"
+    """What it sizes for: "utilization" the mean busy servers over target; "queue" those plus
+    servers for the requests waiting, target per server."""
     target: Number = Field(default=0.7, gt=0, le=1e9)
+    """Target utilisation (metric utilization), or requests waiting per added server (queue)."""
     interval: Duration = Field(default=60.0, gt=0)
+    """How often it decides."""
     delay: Duration = 300.0
+    """Provisioning delay: from a decision to scale up until the servers serve."""
     cooldown: Duration = 300.0
+    """No scaling down within this long of the last action."""
     min_servers: int = Field(default=1, ge=1)
+    """Fewest servers it keeps."""
     max_servers: int = Field(default=10_000, ge=1)
+    """Most servers it scales up to."""
     max_step: Number = Field(default=2.0, gt=1, le=1000)
+    """At most this many times the current servers in one decision."""
     tier: str | None = _tier_key()
 
 
@@ -394,18 +462,26 @@ class Capacity(_Section):
     """[capacity]: planned changes, the daily planner, the autoscaler."""
 
     change: list[CapacityChange] = []
+    """Planned changes of the number of servers."""
     planner: Planner | None = None
+    """A daily capacity review: next day's servers from a forecast of the peak load seen."""
     autoscale: Autoscale | None = None
+    """Reactive scaling on utilisation or queue, with a provisioning delay."""
 
 
 class Fault(_Section):
     """[[faults]]: for a while, less capacity, slower service or failing attempts."""
 
     at: TimePoint
+    """When it strikes: an offset into the run or a timestamp."""
     duration: Duration = Field(gt=0)
+    """How long it lasts."""
     capacity_factor: Fraction = 1.0
+    """Share of capacity left while it lasts (0.2: 20%)."""
     slowdown: Number = Field(default=1.0, ge=1, le=1e6)
+    """Service times are this many times longer while it lasts."""
     error_rate: Fraction = 0.0
+    """Share of attempts refused at once with an error while it lasts."""
     tier: str | None = Field(
         default=None, description="The tier it strikes, pool or provider (default: the entry tier)."
     )
@@ -415,28 +491,45 @@ class Backoff(_Section):
     """Delay before a retry: exponential from `base`, capped, with jitter."""
 
     base: Duration = 0.1
+    """Delay before the first retry (before jitter)."""
     cap: Duration = 20.0
+    """Longest delay before a retry."""
     multiplier: Number = Field(default=2.0, ge=1, le=100)
+    """Each retry waits this many times longer than the one before (up to cap)."""
     jitter: Literal["none", "full", "equal", "decorrelated"] = "full"
+    """Randomness of the delay: "none", "full" (uniform from 0 to it), "equal" (half fixed, half
+    random) or "decorrelated"."""
 
 
 class Client(_Section):
     """[client]: timeouts, retries, backoff, retry budget and adaptive throttling."""
 
     timeout: Duration | None = Field(default=None, gt=0)
+    """A client gives up on an attempt after this long (the server may still do the work); omit:
+    never."""
     retries: int = Field(default=0, ge=0, le=100)
+    """Retries after a timeout or a rejection."""
     backoff: Backoff = Backoff()
+    """The delay before each retry."""
     retry_budget: Number | None = Field(default=None, gt=0, le=1)
+    """A token bucket of retries: a retry costs 1 token, a success earns this many (0.1: at most one
+    retry per ten successes)."""
     throttle_k: Number | None = Field(default=None, ge=1, le=100)
+    """Adaptive client-side throttling: reject locally when requests exceed k times the accepted
+    ones (2 is common)."""
     throttle_window: Duration = Field(default=120.0, gt=0)
+    """The window over which throttling counts requests and accepts."""
 
 
 class Slo(_Section):
     """[slo]: per-bin targets; breaches lasting `min_duration` are outages."""
 
     success_ratio: Fraction = 0.99
+    """Per bin: the share of fresh requests that must succeed."""
     latency_p99: Duration | None = Field(default=None, gt=0)
+    """Per bin: the p99 latency clients may see (omit: no latency target)."""
     min_duration: Duration = 300.0
+    """Breaches lasting this long or longer are outages."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -829,8 +922,11 @@ class Scenario(_Section):
     model_config = ConfigDict(serialize_by_alias=True)
 
     scenario: ScenarioMeta
+    """Naming, time frame, randomness and resolution of the run."""
     arrivals: Arrivals = Arrivals()
+    """Fresh requests (first attempts): a rate, a daily cycle, surges."""
     population: Population | None = None
+    """Demand from users instead of a rate: downloads make users, users make requests."""
     service_table: Service | None = Field(
         default=None,
         alias="service",
@@ -848,9 +944,14 @@ class Scenario(_Section):
         description="Request classes: their part of fresh demand and the tiers they call.",
     )
     capacity: Capacity = Capacity()
+    """Changes of the pool over time: planned changes, a daily planner, an autoscaler."""
     faults: list[Fault] = []
+    """Stretches of lost capacity, slower service or failing attempts."""
     client: Client | None = None
+    """What clients do: timeout, retries, backoff, retry budget, throttling (omit: wait forever,
+    never retry)."""
     slo: Slo = Slo()
+    """The targets a bin is judged on; breaches lasting min_duration are outages."""
     sensitivity: list[SensitivityEntry] = Field(default_factory=list, exclude=True)
     """Assumptions and their ranges for `outage-sim sensitivity` (not part of a run's sha256)."""
 

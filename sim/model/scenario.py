@@ -128,9 +128,14 @@ def validate_scenario(
     text: str = "",
     overridden: set[str] = frozenset(),
 ) -> Scenario:
-    """Validate a TOML table already read; `text` (the file's source) locates errors."""
+    """Validate a TOML table already read; `text` (the file's source) locates errors. A
+    `[scenario]` without `name` takes the file's name without its suffix."""
     context = {"start": None}
     meta = raw.get("scenario")
+    if isinstance(meta, dict) and "name" not in meta and file != "<scenario>":
+        # In the table as run too, so scenario.toml beside the report names its run.
+        meta = {"name": Path(file).stem, **meta}
+        raw = {**raw, "scenario": meta}
     if isinstance(meta, dict) and meta.get("start") is not None:
         try:
             context["start"] = parse_timestamp(meta["start"])
@@ -407,7 +412,8 @@ def _message(error: dict, loc: tuple | None = None, tier_kind: str | None = None
     if kind == "string_pattern_mismatch" and loc[-1] == "name":
         return (
             "a name is letters, digits, '.', '_' and '-', starting with a letter or digit "
-            f"(it names the report folder); got {shown(error['input'])}"
+            f"(it names the report folder; without one, the file's name is taken); got "
+            f"{shown(error['input'])}"
         )
     message = error["msg"]
     message = re.sub(r"^(Value error|Assertion failed), ", "", message)
@@ -562,6 +568,9 @@ def json_schema() -> dict:
     """The JSON Schema of scenario files (strict JSON: no Infinity)."""
     schema = _standard_schema(Scenario.model_json_schema())
     schema["title"] = "outage-sim scenario"
+    # A file without scenario.name takes its file name (validate_scenario): not required.
+    meta = schema["$defs"]["ScenarioMeta"]
+    meta["required"] = [key for key in meta.get("required", []) if key != "name"]
     # The pools are [service] or [tiers.NAME], never both (the models check the rest).
     schema["oneOf"] = [{"required": ["service"]}, {"required": ["tiers"]}]
     return schema
