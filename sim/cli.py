@@ -452,6 +452,153 @@ def plan_command(
         click.echo(f"{param} = {result.value}")
 
 
+def _duration_option(ctx, param, value):
+    if value is None:
+        return None
+    from sim.model.units import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+@cli.command("sensitivity")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "--vary",
+    multiple=True,
+    metavar="KEY=LOW,HIGH",
+    help="An assumption and its range (repeatable; with the file's [[sensitivity]] table, "
+    "a flag replaces the table's entry for its key).",
+)
+@click.option(
+    "--reps",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Replications per level, common random numbers [default: 5 on the DES; the fluid "
+    "engine is deterministic: 1].",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["des", "fluid"]),
+    help="Engine [default: the DES while all runs together stay within what one DES run may "
+    "simulate (400M requests), else fluid; a service graph: the DES].",
+)
+@click.option(
+    "--figure",
+    "figures",
+    multiple=True,
+    metavar="NAME",
+    help="A figure to chart and judge (repeatable) [default: outage_time, onset, "
+    "failed_share; also amplification, latency_p99_s, queue_max, ...].",
+)
+@click.option(
+    "--onset-within",
+    default="2h",
+    show_default=True,
+    callback=_duration_option,
+    help="The conclusion's tolerance on the onset, around the baseline's.",
+)
+@click.option(
+    "--duration-within",
+    type=click.FloatRange(min=0, min_open=True),
+    default=0.5,
+    show_default=True,
+    help="The conclusion's tolerance on outage time, a share of the baseline's.",
+)
+@click.option(
+    "--morris",
+    type=click.IntRange(min=2),
+    default=None,
+    metavar="R",
+    help="Global screening instead: R Morris trajectories over every range at once "
+    "(its cost is printed before it runs).",
+)
+@_executor_options
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    help="Output folder [default: reports/<name>/sensitivity/].",
+)
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+@click.option("--force", is_flag=True, help="Run levels estimated above 400M simulated requests.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Keep the runs that finished in the folder's "
+    "results.csv (same scenario and seeds) and run only the rest.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no verdicts on stdout.")
+@click.option("--debug", is_flag=True, help="Show the traceback of unexpected errors.")
+def sensitivity_command(
+    file,
+    vary,
+    reps,
+    engine,
+    figures,
+    onset_within,
+    duration_within,
+    morris,
+    workers,
+    dask_address,
+    out_dir,
+    assignments,
+    force,
+    resume,
+    quiet,
+    debug,
+) -> None:
+    """Run each assumption of FILE's [[sensitivity]] table (and --vary) at its low and high
+    value against the baseline; write sensitivity.csv, tornado.png, sensitivity.md/.html and
+    print a verdict per key."""
+    with _guard(debug):
+        from sim.experiments.morris import morris_screening
+        from sim.experiments.sensitivity import DEFAULT_FIGURES, sensitivity
+        from sim.model.scenario import load_scenario
+        from sim.report.sensitivity_page import verdict_lines
+
+        overrides = _overrides(assignments)
+        name = load_scenario(file, overrides=overrides).scenario.name
+        out = Path(out_dir) if out_dir else Path("reports") / name / "sensitivity"
+        _writable(out)
+        progress = False if quiet else None
+
+        def announce(line: str) -> None:
+            click.echo(f"outage-sim: {line}", err=True)
+
+        common = dict(
+            reps=reps,
+            workers=workers,
+            dask_address=dask_address,
+            out_dir=out,
+            progress=progress,
+            engine=engine,
+            overrides=overrides,
+            force=force,
+            resume=resume,
+            announce=announce,
+        )
+        if morris is not None:
+            lines = morris_screening(
+                file, vary, morris, figures=figures or DEFAULT_FIGURES, **common
+            )
+        else:
+            analysis = sensitivity(
+                file,
+                vary,
+                figures=figures or DEFAULT_FIGURES,
+                onset_within_s=onset_within,
+                duration_within=duration_within,
+                **common,
+            )
+            lines = [f"conclusion: {analysis.conclusion}", *verdict_lines(analysis)]
+        if not quiet:
+            click.echo("\n".join(lines))
+            click.echo(f"results in {out}/")
+
+
 @cli.command("report")
 @click.argument("run_dir", metavar="DIR", type=click.Path(file_okay=False))
 @click.option("--debug", is_flag=True, help="Show the traceback of unexpected errors.")
