@@ -635,6 +635,26 @@ def compare_command(dir_a, dir_b, out_dir, debug) -> None:
         click.echo(f"{out}/: {', '.join(Path(p).name for p in written)}")
 
 
+@cli.command("tune")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    help="Port on 127.0.0.1 [default: a free one].",
+)
+@click.option("--no-browser", is_flag=True, help="Print the URL only; do not open a browser.")
+@click.option("--debug", is_flag=True, help="Show the traceback of unexpected errors.")
+def tune_command(file, port, no_browser, debug) -> None:
+    """Serve a page on 127.0.0.1 that re-runs FILE as you change its parameters, with
+    interactive charts and a JSON API (POST /api/run); Ctrl-C stops it."""
+    _terminate_as_interrupt()
+    with _guard(debug):
+        from sim.web.serve import serve
+
+        serve(file, port=port, open_browser=not no_browser, say=click.echo)
+
+
 def main() -> None:
     """Console-script entry point."""
     try:
