@@ -19,6 +19,7 @@ from sim.analysis.outages import analyse_outages
 from sim.analysis.warnings import scenario_warnings
 from sim.engine.des import DesEngine
 from sim.engine.fluid import FluidEngine
+from sim.engine.fluid_graph import FluidGraphEngine, unsupported
 from sim.errors import RunTooLargeError, ScenarioError
 from sim.model.fields import MAX_SCALE
 from sim.model.parameters import scenario_parameters, scenario_slo
@@ -58,19 +59,28 @@ def estimate_requests(scenario: Scenario, demand: Demand | None = None) -> float
 
 
 def check_runnable(scenario: Scenario) -> None:
-    """Refuse a service graph (several tiers or routes) on the fluid engine: the DES runs
-    graphs, the fluid engine only a single pool so far, and running only its entry tier
-    would answer a question nobody asked."""
+    """Refuse, on the fluid engine, a service graph using what its fluid model leaves out
+    (`fluid_graph.unsupported`: LIFO, `lifo_over`, `sojourn_limit`, throttling at a call):
+    approximating them silently would answer a different question. The first such key is
+    located in the file."""
     if not scenario.has_graph or scenario.scenario.engine == "des":
+        return
+    missing = unsupported(scenario)
+    if not missing:
         return
     path = scenario.path
     text = path.read_text(encoding="utf-8") if path is not None and path.is_file() else ""
+    keys = tuple(missing[0].split("."))
+    line = None
+    while text and keys and line is None:
+        line = locate_key(text, keys)
+        keys = keys[:-1]
     raise ScenarioError(
-        "the fluid engine does not simulate a service graph yet (several tiers or routes): "
-        "use the DES (--engine des), or describe the service as one pool",
+        f"the fluid engine does not model {', '.join(missing)} on a service graph: "
+        "use the DES (--engine des)",
         file=path if path is not None else "<scenario>",
-        key="tiers",
-        line=locate_key(text, ("tiers",)) if text else None,
+        key=missing[0],
+        line=line,
     )
 
 
@@ -118,7 +128,9 @@ def simulate(
     meta = scenario.scenario
     n_bins = max(1, math.ceil(meta.duration / meta.bin - 1e-9))
     recorder = Recorder(n_bins, meta.bin, meta.scale)
-    if meta.engine == "fluid":
+    if meta.engine == "fluid" and scenario.has_graph:
+        engine = FluidGraphEngine(scenario, demand, recorder)
+    elif meta.engine == "fluid":
         engine = FluidEngine(scenario, demand, recorder)
     else:
         engine = DesEngine(scenario, demand, recorder)

@@ -354,26 +354,33 @@ calls = ["api", "db"]
 """
 
 
-def test_a_service_graph_runs_on_the_des_and_is_refused_by_the_fluid_engine(tmp_path) -> None:
-    """The DES runs a graph and writes its per-tier and per-route columns and summary; the
-    fluid engine does not simulate tiers yet, so a graph is not answered there as if it were
-    one pool: `run --engine fluid` exits 2 naming the file, the key and its line, with no
-    traceback, and writes nothing."""
+def test_a_service_graph_runs_on_both_engines_and_what_fluid_leaves_out_is_refused(
+    tmp_path,
+) -> None:
+    """Both engines run a graph and write its per-tier and per-route columns and summary; a
+    graph using what the fluid model leaves out (a LIFO tier) is refused there, not run as
+    if it were FIFO: `run --engine fluid` exits 2 naming the file, the key and its line,
+    with no traceback, and writes nothing."""
     path = tmp_path / "graph.toml"
     path.write_text(GRAPH_TEXT)
-    out = tmp_path / "out"
-    result = _invoke("run", path, "--out", out, "--engine", "fluid")
+    for engine in ("des", "fluid"):
+        out = tmp_path / engine
+        result = _invoke("run", path, "--out", out, "--no-charts", "-q", "--engine", engine)
+        assert result.exit_code == 0, result.output
+        header = (out / "timeseries.csv").read_text().splitlines()[0].split(",")
+        assert header[:3] == ["t_s", "time", "fresh"]
+        for column in ("api.queue", "api.utilization", "db.timed_out", "read.success_ratio"):
+            assert column in header
+        summary = json.loads((out / "summary.json").read_text())
+        assert set(summary["tiers"]) == {"api", "db"} and set(summary["routes"]) == {"read"}
+        assert summary["routes"]["read"]["success_ratio"] == 1.0
+    lifo = tmp_path / "lifo.toml"
+    text = GRAPH_TEXT.replace("[tiers.db]\n", '[tiers.db]\ndiscipline = "lifo"\n')
+    lifo.write_text(text)
+    out = tmp_path / "refused"
+    result = _invoke("run", lifo, "--out", out, "--engine", "fluid")
     assert result.exit_code == 2, result.output
-    assert f"{path}:8: [tiers]" in result.output
-    assert "service graph" in result.output and "--engine des" in result.output
-    assert "Traceback" not in result.output
+    line = text.splitlines().index('discipline = "lifo"') + 1
+    assert f"{lifo}:{line}: [tiers.db.discipline]" in result.output
+    assert "--engine des" in result.output and "Traceback" not in result.output
     assert not out.exists()
-    result = _invoke("run", path, "--out", out, "--no-charts", "-q")
-    assert result.exit_code == 0, result.output
-    header = (out / "timeseries.csv").read_text().splitlines()[0].split(",")
-    assert header[:3] == ["t_s", "time", "fresh"]
-    for column in ("api.queue", "api.utilization", "db.timed_out", "read.success_ratio"):
-        assert column in header
-    summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["tiers"]) == {"api", "db"} and set(summary["routes"]) == {"read"}
-    assert summary["routes"]["read"]["success_ratio"] == 1.0

@@ -81,13 +81,18 @@ MAX_RING_SLOTS = 1 << 18  # longest delay a retry, timeout or completion can be 
 CHUNK_SLOTS = 1 << 16  # demand is evaluated this many slots at a time
 
 
-def service_quantiles(spec: ServiceTime) -> tuple[np.ndarray, np.ndarray]:
+def service_quantiles(
+    spec: ServiceTime, even: int = 45, tail: int = 40
+) -> tuple[np.ndarray, np.ndarray]:
     """Service times (seconds, sorted) and their probabilities, keeping the mean of `spec`.
 
-    Probability is cut evenly up to the 90th percentile and log-evenly beyond, down to
-    1 − 10⁻⁵, so the tail percentiles an SLO reads (p99) are resolved as well as the median.
+    Probability is cut evenly into `even` parts up to the 90th percentile and log-evenly into
+    `tail` parts beyond, down to 1 − 10⁻⁵, so the tail percentiles an SLO reads (p99) are
+    resolved as well as the median.
     """
-    edges = np.concatenate([np.linspace(0.0, 0.9, 46), 1.0 - np.logspace(-1, -5, 41)[1:], [1.0]])
+    edges = np.concatenate(
+        [np.linspace(0.0, 0.9, even + 1), 1.0 - np.logspace(-1, -5, tail + 1)[1:], [1.0]]
+    )
     weights = np.diff(edges)
     u = (edges[:-1] + edges[1:]) / 2
     if spec.dist == "exponential":

@@ -37,6 +37,7 @@ KERNEL_SOURCES = tuple(
         "kernel_store.py",
         "kernel_clients.py",
         "kernel.py",
+        "fluid_graph_kernel.py",
     )
 )
 

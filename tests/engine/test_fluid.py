@@ -27,7 +27,7 @@ from sim.model.scenario import load_scenario, parse_scenario
 from sim.model.workload import Demand
 from sim.run import estimate_requests
 
-# The fluid engine runs single pools only so far (a graph is refused: tests/test_cli.py).
+# Single pools here; the fluid engine on service graphs is tests/engine/test_fluid_graph.py.
 SCENARIOS = [
     path
     for path in sorted((REPO / "scenarios").glob("*.toml"))
