@@ -172,7 +172,12 @@ def run(file, out_dir, assignments, seed, engine, force, no_charts, quiet, debug
 
             result = replicate(scenario, reps, progress=False if quiet else None)
         else:
-            result = simulate(scenario, progress=_progress_bar(quiet), demand=demand)
+            bar = _progress_bar(quiet, scenario, demand)
+            try:
+                result = simulate(scenario, progress=bar, demand=demand)
+            finally:
+                if bar is not None:
+                    bar.close()  # gone before anything else is printed
         result.extra.setdefault("started_at", started_at)
         if reps > 1:
             write_bands(result, out)  # first: the charts draw the bands from the folder
@@ -182,7 +187,9 @@ def run(file, out_dir, assignments, seed, engine, force, no_charts, quiet, debug
                 click.echo(describe_replications(result.summary))
         summary = result.summary
         if not quiet:
-            click.echo(_headline(summary, out))
+            from sim.report.writer import report_view
+
+            click.echo(_headline(report_view(summary, result.timeseries), out))
         if summary.get("interrupted"):
             click.echo("outage-sim: interrupted; wrote what was simulated so far", err=True)
             sys.exit(EXIT_INTERRUPTED)
@@ -212,50 +219,55 @@ def _terminate_as_interrupt() -> None:
         signal.signal(signal.SIGTERM, interrupt)
 
 
-def _progress_bar(quiet: bool):
+class _Progress:
+    """The run's progress bar: the engines report the share of simulated time done, the bar
+    shows the share of expected work (fresh requests) done, so its ETA holds when demand
+    surges late in the run. Called with the time share; `close` clears it."""
+
+    def __init__(self, demand, duration_s: float, file) -> None:
+        from tqdm import tqdm
+
+        self.demand, self.duration_s = demand, duration_s
+        self.total = float(demand.expected_total()) or 1.0
+        self.bar = tqdm(total=100, unit="%", delay=2.0, file=file, leave=False, desc="simulating")
+
+    def work_share(self, time_share: float) -> float:
+        """The expected share of fresh requests that arrive in the first `time_share` of the run."""
+        done = float(self.demand.cumulative(min(max(time_share, 0.0), 1.0) * self.duration_s))
+        return min(done / self.total, 1.0)
+
+    def __call__(self, time_share: float) -> None:
+        self.bar.n = round(self.work_share(time_share) * 100, 1)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _progress_bar(quiet: bool, scenario, demand) -> _Progress | None:
     if quiet or not sys.stderr.isatty():
         return None
-    from tqdm import tqdm
-
-    bar = tqdm(total=100, unit="%", delay=2.0, file=sys.stderr, leave=False, desc="simulating")
-
-    def update(fraction: float) -> None:
-        bar.n = round(fraction * 100)
-        bar.refresh()
-        if fraction >= 1:
-            bar.close()
-
-    return update
+    return _Progress(demand, scenario.scenario.duration, sys.stderr)
 
 
 def _headline(summary: dict, out: Path) -> str:
-    from sim.model.units import format_duration
+    """The report's headline, in the report's words: its lead sentence and its cards."""
+    from sim.report.text import headline, seconds, sentence
 
-    requests = summary["requests"]
-    lines = [
-        f"{summary['scenario']}: {requests['fresh']:,} fresh requests, "
-        f"{requests['succeeded']:,} succeeded, amplification {summary['amplification']:.2f}"
-    ]
-    outages = summary["outages"]
-    if outages:
-        first = outages[0]
-        when = first["start"] or format_duration(first["start_s"])
-        lines.append(
-            f"{len(outages)} outage(s), {format_duration(summary['outage_total_s'])} "
-            f"in all; first at {when}, lasting {format_duration(first['duration_s'])}"
-        )
-        if summary.get("metastable"):
-            lines.append(f"metastable: {summary['metastable_reason']}")
-    else:
-        lines.append("no outage")
+    facts = headline(summary)
+    lines = [f"{summary['scenario']}: {facts['lead']}"]
+    for label, value, note in facts["cards"]:
+        lines.append(f"  {label}: {value}" + (f" ({note})" if note else ""))
+    if facts["why"]:
+        lines.append(f"  Why: {sentence(facts['why'])}")
+    if facts["trigger"]:
+        lines.append(f"  Trigger: {facts['trigger']}")
     planned_s = (summary.get("parameters") or {}).get("duration_s")
     if summary.get("interrupted") and planned_s:
         lines.append(
-            f"interrupted: {format_duration(summary['duration_s'])} of "
-            f"{format_duration(planned_s)} simulated"
+            f"interrupted: {seconds(summary['duration_s'])} of {seconds(planned_s)} simulated"
         )
     lines.append(f"simulated in {summary['wall_time_s']:.1f} s; report in {out}/")
-
     return "\n".join(lines)
 
 

@@ -102,9 +102,13 @@ class DailyPlanner:
         target = max(target, spec.min_servers)
         if target <= self.servers:
             return None
+        held = ""  # a limit that kept the addition below what the forecast needs
+        if target < needed:
+            cap = f"+{spec.max_growth - 1:.0%}" if target < spec.max_servers else "max_servers"
+            held = f"; needs {needed:,}, {cap} cap applied"
         label = (
             f"planner: {self.servers:,} → {target:,} servers "
-            f"(peak seen {last:,.0f}/s, forecast {forecast_rps:,.0f}/s)"
+            f"(peak seen {last:,.0f}/s, forecast {forecast_rps:,.0f}/s{held})"
         )
         self.servers = target
         return CapacityStep(t_s + spec.lead_time, target, label, spec.tier)

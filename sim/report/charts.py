@@ -29,7 +29,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLoca
 
 from sim.analysis.metrics import Timeseries  # noqa: E402
 from sim.model.units import format_duration  # noqa: E402
-from sim.report.text import call_depths, call_edges, tier_state  # noqa: E402
+from sim.report.text import call_depths, call_edges, count, queue_limit, tier_state  # noqa: E402
 
 WIDTH_IN, DPI = 13.0, 100  # 1300 px wide
 CHART_NAMES = ("queue.png", "load.png", "latency.png", "outcomes.png", "dashboard.png")
@@ -47,6 +47,8 @@ EVENT_STYLE = {
     "fault_end": (VERMILLION, ":", "P"),
     "capacity": (GREEN, "-", "s"),
     "autoscale": (GREEN, "-.", "D"),
+    "overload": (PURPLE, "--", "v"),
+    "overload_end": (PURPLE, ":", "^"),
 }
 LANE_ROWS = 3
 # Latency ticks a reader knows: 1 ms ... 1 day.
@@ -71,9 +73,12 @@ from sim.io import atomic_write  # noqa: E402
 class _Axis:
     """Chart x values of a run: matplotlib dates when it has a start, else time since start."""
 
-    def __init__(self, ts: Timeseries, dates: bool = True) -> None:
+    def __init__(self, ts: Timeseries, dates: bool = True, window=None) -> None:
+        """`window`: (from_s, to_s), the part of the run a close-up shows (default: all)."""
         self.bin_s = ts.bin_s
-        self.span_s = float(ts["t_s"][-1] + ts.bin_s) if len(ts) else ts.bin_s
+        run_s = float(ts["t_s"][-1] + ts.bin_s) if len(ts) else ts.bin_s
+        self.t0_s, self.t1_s = window if window is not None else (0.0, run_s)
+        self.span_s = self.t1_s - self.t0_s
         self.dates = dates and ts.start is not None
         self.origin = mdates.date2num(ts.start) if self.dates else 0.0
         self.unit_s, self.unit = _time_unit(self.span_s)
@@ -95,7 +100,7 @@ class _Axis:
             ax.set_xlabel("time (UTC)")
         else:
             ax.set_xlabel(f"time since start ({self.unit})")
-        ax.set_xlim(self.x(0.0), self.x(self.span_s))
+        ax.set_xlim(self.x(self.t0_s), self.x(self.t1_s))
 
 
 def _time_unit(span_s: float) -> tuple[float, str]:
@@ -159,15 +164,15 @@ def _suptitle(fig, summary: dict, what: str) -> None:
     fig.suptitle(f"{title}: {what}", x=0.01, ha="left", fontsize=14, parse_math=False)
 
 
-def _lane_rows(summary: dict, span_s: float) -> int:
+def _lane_rows(summary: dict, span_s: float, t0_s: float = 0.0) -> int:
     """Rows of event labels the lane needs, 1 to LANE_ROWS: a dry run of `_place_label` with
     label widths estimated from their length on a plot about 1000 px wide."""
     starts = [e for e in summary.get("timeline") or [] if not e["kind"].endswith("_end")]
-    starts.sort(key=lambda e: (e["kind"] not in ("fault", "surge"), e["t_s"]))
+    starts.sort(key=_label_priority)
     taken: list[list[tuple[float, float]]] = [[] for _ in range(LANE_ROWS)]
     used = 1
     for event in starts:
-        x = 1000.0 * event["t_s"] / max(span_s, 1e-9)
+        x = 1000.0 * (event["t_s"] - t0_s) / max(span_s, 1e-9)
         width = 12 + 6.5 * len(_lane_text(event))
         for row in range(LANE_ROWS):
             spans = ((x - 6, x + width), (x - width, x + 6))
@@ -216,15 +221,17 @@ def shade_outages(ax, summary: dict, axis: _Axis, label: bool = True) -> None:
 
 
 def mark_events(ax, summary: dict, axis: _Axis) -> None:
-    """Thin vertical lines at surges, faults and capacity changes (labels live in the lane)."""
+    """Thin vertical lines at surges, faults, triggers and capacity changes, named by kind in
+    the chart's legend (each event's label lives in the lane)."""
     for event in summary.get("timeline") or []:
         colour, style, _ = EVENT_STYLE.get(event["kind"], (GREY, ":", "o"))
         ax.axvline(axis.x(event["t_s"]), color=colour, ls=style, lw=1.0, alpha=0.7, zorder=1)
+    _event_legend(ax, summary)
 
 
 def draw_timeline(lane, summary: dict, axis: _Axis) -> None:
     """The lane above a chart: outage bars and labelled events, in rows that do not overlap."""
-    rows = _lane_rows(summary, axis.span_s)
+    rows = _lane_rows(summary, axis.span_s, axis.t0_s)
     lane.set_ylim(0, rows + 1.1)
     lane.set_yticks([])
     for side in ("left", "right", "top"):
@@ -269,8 +276,7 @@ def draw_timeline(lane, summary: dict, axis: _Axis) -> None:
     left_px, right_px = lane.get_window_extent(renderer).x0, fig.bbox.x1 - 4
     taken: list[list[tuple[float, float]]] = [[] for _ in range(rows)]
     starts = [e for e in summary.get("timeline") or [] if not e["kind"].endswith("_end")]
-    # Faults and surges explain an outage: they get a row before capacity changes do.
-    starts.sort(key=lambda e: (e["kind"] not in ("fault", "surge"), e["t_s"]))
+    starts.sort(key=_label_priority)
     hidden = 0
     for event in starts:
         colour, _, marker = EVENT_STYLE.get(event["kind"], (GREY, ":", "o"))
@@ -293,12 +299,23 @@ def draw_timeline(lane, summary: dict, axis: _Axis) -> None:
         )
 
 
+def _label_priority(event: dict) -> tuple:
+    """Triggers explain an outage: faults, surges and overload get a row before capacity
+    changes do."""
+    return (event["kind"] not in ("fault", "surge", "overload"), event["t_s"])
+
+
 def _lane_text(event: dict, limit: int = 44) -> str:
     """An event label short enough for the lane (the report's timeline has it whole): no
-    parenthesis, and a capacity change only as its new size ("→ 21,581 servers")."""
+    parenthesis, and a capacity change only as its new size ("→ 21,581 servers"), marked
+    "capped" when the planner's growth limit held it back."""
     short = event["label"].split(" (")[0]
     if event["kind"] in ("capacity", "autoscale") and "→" in short:
         short = "→" + short.rsplit("→", 1)[1]
+        if "cap applied" in event["label"]:
+            short += " (capped)"
+    if event["kind"] == "overload":
+        short = "trigger: demand ≥ " + short.rsplit("reached ", 1)[-1]
     return short if len(short) <= limit else short[: limit - 1] + "…"
 
 
@@ -331,10 +348,12 @@ def _place_label(lane, renderer, event, x, x_px, rows, taken, bounds) -> bool:
 EVENT_NAMES = {
     "surge": "surge begins",
     "fault": "fault begins",
+    "overload": "trigger: fresh demand\nreaches 95% of capacity",
     "capacity": "capacity change",
     "autoscale": "autoscaler acts",
     "surge_end": "surge ends",
     "fault_end": "fault ends",
+    "overload_end": "trigger ends: demand\nback below 95%",
 }
 
 
@@ -350,16 +369,24 @@ def _event_legend(ax, summary: dict) -> None:
 
 # -- the panels ------------------------------------------------------------------------------
 def draw_queue(ax, summary: dict, ts: Timeseries, axis: _Axis) -> None:
-    """Queue length at each bin's end, as a filled step."""
+    """Queue length at each bin's end, as a filled step (a sample, not the bin's mean or
+    peak: timeseries.csv's `queue`), with the queue limit when the queue came near it."""
     x, queue = axis.edges(ts), _steps(ts, "queue")
     ax.fill_between(x, queue, step="post", color=BLUE, alpha=0.25, lw=0)
-    ax.step(x, queue, where="post", color=BLUE, lw=1.6, label="requests waiting\nin the queue")
+    ax.step(x, queue, where="post", color=BLUE, lw=1.6,
+            label="requests waiting\nin the queue (sampled\nat each bin's end)")  # fmt: skip
     _draw_band(ax, summary, ts, x, "queue")
+    peak = float(np.nanmax(queue)) if len(ts) else 0.0
+    limit = queue_limit(summary)
+    if limit is not None and peak >= 0.5 * limit:
+        # A plateau at the limit is work refused, not a natural peak: say so on the chart.
+        words = f"queue limit {count(limit)}\n(arrivals beyond it\nare rejected)"
+        ax.axhline(limit, color=BLACK, lw=1.4, ls=(0, (6, 3)), zorder=2.6, label=words)
+        peak = max(peak, limit)
     shade_outages(ax, summary, axis)
     mark_events(ax, summary, axis)
-    _event_legend(ax, summary)
     ax.set_ylabel("requests in queue")
-    ax.set_ylim(bottom=0, top=max(float(np.nanmax(queue)) * 1.05, 1.0) if len(ts) else 1.0)
+    ax.set_ylim(bottom=0, top=max(peak * 1.05, 1.0))
     ax.yaxis.set_major_formatter(FuncFormatter(human))
     ax.grid(alpha=0.3)
     _legend(ax)
@@ -529,7 +556,7 @@ def draw_outcomes(ax, summary: dict, ts: Timeseries, axis: _Axis) -> None:
 
 
 PANELS = {
-    "queue": (draw_queue, "queue length"),
+    "queue": (draw_queue, "queue length (at each bin's end)"),
     "load": (draw_load, "demand, offered load and capacity"),
     "latency": (draw_latency, "latency per bin (what clients see, and server time)"),
     "outcomes": (draw_outcomes, "outcome of attempts per bin"),
@@ -585,6 +612,62 @@ def dashboard_figure(summary: dict, ts: Timeseries):
     return fig
 
 
+# -- outage close-ups ------------------------------------------------------------------------
+CLOSEUPS = 3  # at most this many outages get a close-up: the longest ones
+CLOSEUP_MARGIN_S = (3600.0, 6 * 3600.0)  # least and most shown either side of an outage
+
+
+def closeup_window(outage: dict, run_s: float, bin_s: float) -> tuple[float, float]:
+    """The stretch a close-up shows: the outage with half its length either side, at least an
+    hour (or 4 bins) and at most 6 hours, within the run."""
+    low, high = CLOSEUP_MARGIN_S
+    margin = min(max(outage["duration_s"] / 2, low, 4 * bin_s), high)
+    return max(0.0, outage["start_s"] - margin), min(run_s, outage["end_s"] + margin)
+
+
+def closeup_outages(summary: dict, ts: Timeseries) -> list[int]:
+    """Indexes of the outages that get a close-up: those whose window is under half the run
+    (a longer one already fills the main charts), the CLOSEUPS longest, in time order."""
+    if not len(ts):
+        return []
+    run_s = float(ts["t_s"][-1] + ts.bin_s)
+    outages = summary.get("outages") or []
+    windows = [closeup_window(o, run_s, ts.bin_s) for o in outages]
+    narrow = [i for i, (t0, t1) in enumerate(windows) if t1 - t0 < run_s / 2]
+    longest = sorted(narrow, key=lambda i: -outages[i]["duration_s"])[:CLOSEUPS]
+    return sorted(longest)
+
+
+def closeup_name(index: int) -> str:
+    """outage-1.png for the first outage."""
+    return f"outage-{index + 1}.png"
+
+
+def closeup_figure(summary: dict, ts: Timeseries, index: int):
+    """Outage `index` close up: queue, load and latency over its window, under the lane of
+    the events inside it; y axes fitted to the window."""
+    outage = summary["outages"][index]
+    run_s = float(ts["t_s"][-1] + ts.bin_s)
+    t0, t1 = closeup_window(outage, run_s, ts.bin_s)
+    inside = (ts["t_s"] + ts.bin_s > t0) & (ts["t_s"] < t1)
+    part = Timeseries(ts.bin_s, ts.start, {k: np.asarray(v)[inside] for k, v in ts.columns.items()})
+    view = dict(summary)
+    view["timeline"] = [e for e in summary.get("timeline") or [] if t0 <= e["t_s"] <= t1]
+    axis = _Axis(part, window=(t0, t1))
+    fig, lane, axes = _figure(
+        10.6, _lane_rows(view, axis.span_s, axis.t0_s), panels=3, ratios=[3.2, 2.6, 2.6]
+    )
+    lasted = format_duration(outage["duration_s"])
+    _suptitle(fig, summary, f"outage {index + 1} close up ({lasted}, a few hours either side)")
+    for ax, name in zip(axes, ("queue", "load", "latency"), strict=True):
+        draw, what = PANELS[name]
+        draw(ax, view, part, axis)
+        ax.set_title(what, loc="left", fontsize=11)
+    axis.format(axes[-1])
+    draw_timeline(lane, view, axis)
+    return fig
+
+
 def figure_png(fig) -> bytes:
     """The figure as PNG bytes; the figure is closed."""
     buffer = io.BytesIO()
@@ -596,8 +679,8 @@ def figure_png(fig) -> bytes:
 
 
 def write_charts(summary: dict, ts: Timeseries, out_dir: Path) -> list[Path]:
-    """Write the five charts (CHART_NAMES), and for a service graph GRAPH_CHART_NAMES too,
-    into out_dir; return their paths."""
+    """Write the five charts (CHART_NAMES), for a service graph GRAPH_CHART_NAMES too, and a
+    close-up of each long outage (outage-N.png) into out_dir; return their paths."""
 
     if not len(ts):
         return []
@@ -608,6 +691,10 @@ def write_charts(summary: dict, ts: Timeseries, out_dir: Path) -> list[Path]:
     for name, make in zip(CHART_NAMES + GRAPH_CHART_NAMES, makers, strict=False):
         path = Path(out_dir) / name
         atomic_write(path, figure_png(make(summary, ts)))
+        written.append(path)
+    for index in closeup_outages(summary, ts):
+        path = Path(out_dir) / closeup_name(index)
+        atomic_write(path, figure_png(closeup_figure(summary, ts, index)))
         written.append(path)
     return written
 

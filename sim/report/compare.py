@@ -43,11 +43,17 @@ def _change(a: Any, b: Any, kind: str) -> str:
     if not x:
         return text
     factor = y / x
-    if 0 < factor < 0.1:
-        return f"{text} (1/{_fold(1 / factor)} of A)"
+    if 0 < factor < 0.1:  # a share of A reads at once; "1/714,661 of A" does not
+        return f"{text} ({_share(factor)} of A)"
     if factor > 10:
         return f"{text} ({_fold(factor)}× A)"
     return f"{text} ({factor - 1:+.0%})"
+
+
+def _share(factor: float) -> str:
+    """A small share as a percentage with two significant figures: '0.00014%', '3.2%'."""
+    digits = max(0, 1 - math.floor(math.log10(factor * 100)))
+    return f"{factor * 100:.{digits}f}%"
 
 
 def _fold(factor: float) -> str:

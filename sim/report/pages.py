@@ -32,8 +32,10 @@ from sim.report.text import (
 
 CAPTIONS = {
     "dashboard.png": "Queue, load, latency and outcomes on one time axis.",
-    "queue.png": "Requests waiting at the end of each bin. Shaded: outages (the SLO breached). "
-    "Lane above: outage bars and events (surges, faults, capacity changes).",
+    "queue.png": "Requests waiting at the end of each bin (a sample at the bin's end, not its "
+    "mean or peak), with the queue limit when the queue reached near it. Shaded: outages (the "
+    "SLO breached). Lane above: outage bars and events (surges, faults, triggers, capacity "
+    "changes).",
     "load.png": "Fresh demand, offered load (every attempt, retries included) and capacity, "
     "in requests per second.",
     "latency.png": "What clients saw in each bin: p50, p95, p99 latency of the requests that "
@@ -59,7 +61,33 @@ ALT = {
     "graph.png": "The service graph, tiers coloured by their worst state",
     "tiers.png": "Queue and utilisation per tier",
 }
-PAGE_CHARTS = ("queue.png", "load.png", "latency.png", "outcomes.png")
+PAGE_CHARTS = ("dashboard.png", "queue.png", "load.png", "latency.png", "outcomes.png")
+CLOSEUP_CAPTION = (
+    "Outage {n} close up: queue, load and latency from a few hours before it began to a few "
+    "hours after it ended, with the events inside that stretch."
+)
+
+
+def closeups(images) -> list[str]:
+    """The outage close-ups among the charts (outage-1.png, ...), in outage order."""
+    found = [n for n in images if re.fullmatch(r"outage-\d+\.png", n)]
+    return sorted(found, key=lambda n: int(n[7:-4]))
+
+
+def caption(name: str) -> str:
+    """A chart's caption (a close-up's names its outage)."""
+    if name in CAPTIONS:
+        return CAPTIONS[name]
+    match = re.fullmatch(r"outage-(\d+)\.png", name)
+    return CLOSEUP_CAPTION.format(n=match.group(1)) if match else ""
+
+
+def alt(name: str) -> str:
+    """A chart's alternative text."""
+    match = re.fullmatch(r"outage-(\d+)\.png", name)
+    return f"Outage {match.group(1)} close up" if match else ALT.get(name, name)
+
+
 TIER_CHARTS = ("graph.png", "tiers.png")  # a service graph's, in its "Tiers" section
 
 
@@ -130,10 +158,9 @@ def html_table(rows: list[list[str]], header: bool = True) -> str:
 
 def html_figure(name: str, png: bytes) -> str:
     data = base64.b64encode(png).decode("ascii")
-    caption = CAPTIONS.get(name, "")
     return (
-        f'<figure><img src="data:image/png;base64,{data}" alt="{escape(ALT.get(name, name))}">'
-        f"<figcaption>{escape(caption)} <code>{escape(name)}</code></figcaption></figure>"
+        f'<figure><img src="data:image/png;base64,{data}" alt="{escape(alt(name))}">'
+        f"<figcaption>{escape(caption(name))} <code>{escape(name)}</code></figcaption></figure>"
     )
 
 
@@ -161,6 +188,8 @@ def html_headline(summary: dict) -> str:
             f'<p class="why"><strong>Metastable: {escape(metastable_words(summary))}.</strong> '
             f"{escape(sentence(facts['why']))}</p>"
         )
+    if facts.get("trigger"):
+        why += f'<p class="why"><strong>Trigger:</strong> {escape(facts["trigger"])}</p>'
     return (
         f'<section class="headline{" bad" if facts["bad"] else ""}">'
         f'<p class="lead">{escape(facts["lead"])}</p><dl class="cards">{cards}</dl>{why}</section>'
@@ -217,7 +246,8 @@ def html_report(summary: dict, images: dict[str, bytes], ts=None) -> str:
         if description.strip()
         else "",
         "<h2>Outages</h2>"
-        + (html_table(outage_rows(summary)) if summary.get("outages") else "<p>None.</p>"),
+        + (html_table(outage_rows(summary)) if summary.get("outages") else "<p>None.</p>")
+        + "".join(html_figure(n, images[n]) for n in closeups(images)),
         "<h2>Charts</h2>" + "".join(html_figure(n, images[n]) for n in PAGE_CHARTS if n in images),
         html_tiers(summary, images, ts),
         html_theory(summary),
@@ -268,6 +298,8 @@ def md_headline(summary: dict) -> str:
     if facts["why"]:
         verdict = f"Metastable: **{metastable_words(summary)}**."
         lines += ["", f"{verdict} {md_text(sentence(facts['why']))}"]
+    if facts.get("trigger"):
+        lines += ["", f"Trigger: {md_text(facts['trigger'])}"]
     return "\n".join(lines)
 
 
@@ -317,10 +349,11 @@ def markdown_report(summary: dict, images: list[str], ts=None) -> str:
     if summary.get("description"):
         parts += ["## Scenario", md_block(summary["description"])]
     parts += ["## Outages", md_table(outage_rows(summary)) if summary.get("outages") else "None."]
-    charts = [n for n in ("dashboard.png", *PAGE_CHARTS) if n in images]
+    parts += [f"![{alt(n)}]({n})\n\n{md_text(caption(n))}" for n in closeups(images)]
+    charts = [n for n in PAGE_CHARTS if n in images]
     if charts:
         parts.append("## Charts")
-        parts += [f"![{ALT[n]}]({n})\n\n{md_text(CAPTIONS[n])}" for n in charts]
+        parts += [f"![{alt(n)}]({n})\n\n{md_text(caption(n))}" for n in charts]
     parts += md_tiers(summary, images, ts)
     parts += md_theory(summary)
     if summary.get("parameters"):

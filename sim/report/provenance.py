@@ -133,10 +133,25 @@ def _value(value: Any) -> str:
 
 
 # -- the files ---------------------------------------------------------------------------------
+def relative(path: str | Path) -> str:
+    """A path as the working folder sees it: relative when it lies inside it, so a committed
+    report carries no folder of the machine that made it; else as given."""
+    path = Path(path)
+    if not path.is_absolute():
+        return str(path)
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def _command() -> list[str]:
-    """The command as typed, with the program by its name, not the path of the machine that
-    ran it (a committed report must not carry one machine's folders)."""
-    return [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv else []
+    """The command as typed, with the program by its name and paths inside the working
+    folder relative to it (a committed report must not carry one machine's folders)."""
+    if not sys.argv:
+        return []
+    args = [relative(a) if a.startswith("/") else a for a in sys.argv[1:]]
+    return [Path(sys.argv[0]).name, *args]
 
 
 def provenance(scenario, summary: dict | None = None, started_at: datetime | None = None) -> dict:
@@ -147,7 +162,7 @@ def provenance(scenario, summary: dict | None = None, started_at: datetime | Non
         "tool": "outage-sim",
         "version": __version__,
         "scenario": meta.name,
-        "scenario_file": str(scenario.path) if scenario.path else None,
+        "scenario_file": relative(scenario.path) if scenario.path else None,
         "scenario_sha256": scenario.sha256,
         "seed": meta.seed,
         "engine": meta.engine,
@@ -179,7 +194,7 @@ def write_provenance(
         header = (
             f"The scenario as run by outage-sim {__version__} (overrides applied).\n"
             f"scenario_sha256 = {scenario.sha256}\n"
-            f"Run it again: outage-sim run {target}"
+            f"Run it again: outage-sim run {relative(target)}"
         )
         atomic_write(target, toml_text(raw, header))
         written.append(target)

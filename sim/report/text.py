@@ -10,6 +10,7 @@ sentence the report says is worded here once, so both pages (and the comparison)
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -56,10 +57,15 @@ def big_count(value: Any) -> str:
 
 
 def seconds(value: Any) -> str:
-    """A duration in seconds, short and human ('250ms', '12min', '19d')."""
+    """A duration in seconds, short and human ('250ms', '12min', '19d'); 'none' for zero (no
+    wait, no time in outage), never '0ms'."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
     value = float(value)
+    if value == 0:
+        return "none"
+    if abs(value) < 0.001:  # format_duration would round it to '0ms'
+        return f"{value * 1000:.2g}ms"
     if value >= 2 * 86400 and value % 86400 == 0:
         return f"{value / 86400:.0f}d"
     if value == 60:
@@ -129,7 +135,8 @@ def headline(summary: dict) -> dict[str, Any]:
         start = _start(summary)
         if start is not None:
             moment = start + timedelta(seconds=float(first["start_s"]))
-            began, began_note = moment.strftime("%H:%M UTC"), moment.strftime("%a %d %b %Y · ")
+            began = moment.strftime("%H:%M UTC")
+            began_note = day_first(moment.strftime("%a %d %b %Y · "))
             began_note += into
         else:
             began, began_note = seconds(first["start_s"]), "into the run"
@@ -140,7 +147,7 @@ def headline(summary: dict) -> dict[str, Any]:
                 ("≥ " if ongoing else "") + seconds(first["duration_s"]),
                 "still down at the end of the run" if ongoing else "then recovered",
             ),
-            ("Peak queue", big_count(peak), "requests waiting"),
+            ("Peak queue", big_count(peak), queue_note(summary, peak)),
         ]
     else:
         slo = summary.get("slo")
@@ -150,8 +157,8 @@ def headline(summary: dict) -> dict[str, Any]:
             if slo
             else "No outage: the SLO held throughout the run."
         )
-        queue = summary.get("queue") or {}
-        cards.append(("Peak queue", big_count(queue.get("max")), "requests waiting"))
+        peak = (summary.get("queue") or {}).get("max")
+        cards.append(("Peak queue", big_count(peak), queue_note(summary, peak)))
     cards += [
         ("Requests failed", big_count(failed), share),
         amplification_card(summary),
@@ -161,21 +168,90 @@ def headline(summary: dict) -> dict[str, Any]:
         "bad": bool(outages),
         "lead": lead,
         "cards": cards,
-        "why": summary.get("metastable_reason") or "",
+        "why": day_first(summary.get("metastable_reason") or ""),
+        "trigger": trigger_sentence(summary),
     }
+
+
+def day_first(text: str) -> str:
+    """Dates written one way throughout ('1 Mar', never '01 Mar'): the analysis writes its
+    reasons with zero-padded days, the report without."""
+    return re.sub(r"\b0(\d) (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)\b", r"\1 \2", text)
+
+
+def queue_limit(summary: dict) -> float | None:
+    """The pool's queue limit in real requests (None when unbounded or not recorded)."""
+    limit = ((summary.get("parameters") or {}).get("service") or {}).get("queue_limit")
+    return float(limit) if isinstance(limit, int | float) and math.isfinite(limit) else None
+
+
+def queue_note(summary: dict, peak: Any) -> str:
+    """The peak queue card's note: 'queue full: limit 1 million' when the peak is the limit
+    (a plateau at the limit is refused work, not a natural peak)."""
+    limit = queue_limit(summary)
+    if limit and isinstance(peak, int | float) and peak >= limit:
+        return f"queue full: limit {big_count(limit)}"
+    return "requests waiting" + (f"; limit {big_count(limit)}" if limit else "")
 
 
 def amplification_card(summary: dict) -> tuple[str, str, str]:
     """Attempts per fresh request: in the first outage when there is one (where retries
-    matter), with the whole run's figure beside it."""
+    matter), with the whole run's figure beside it. The CLI prints the same words."""
     overall = summary.get("amplification")
     overall_text = f"{overall:.2f}×" if overall else "–"
     outages = summary.get("outages") or []
     during = outages[0].get("amplification") if outages else None
     if during:
-        note = f"per fresh request in the outage; {overall_text} overall"
+        note = f"attempts per fresh request in the outage; {overall_text} over the run"
         return ("Amplification", f"{during:.2f}×", note)
-    return ("Amplification", overall_text, "attempts per fresh request")
+    return ("Amplification", overall_text, "attempts per fresh request over the run")
+
+
+TRIGGER_MEANING = (
+    "a trigger is a surge, a fault, or fresh demand at {share} of capacity or more; an outage "
+    "that outlives its last trigger by more than its backlog takes to drain is metastable"
+)
+
+
+def trigger_sentence(summary: dict) -> str:
+    """The triggers of the first outage in plain words, with when each began and ended, and
+    what a trigger is ('' when the outage had none or the summary lacks `triggers`, which
+    the report adds from the time series)."""
+    outages = summary.get("outages") or []
+    spans = summary.get("triggers") or []
+    if not outages or outages[0].get("cause") not in ("trigger", "metastable") or not spans:
+        return ""
+    first = outages[0]
+    slack = (summary.get("slo") or {}).get("min_duration_s") or 0.0
+    slack += summary.get("bin_s") or 0.0
+    near = [
+        s
+        for s in spans
+        if s["start_s"] < first["end_s"]
+        and (s["end_s"] is None or s["end_s"] >= first["start_s"] - slack)
+    ]
+    if not near:
+        return ""
+    parts = [_trigger_words(summary, s) for s in near[:3]]
+    if len(near) > 3:
+        parts.append(f"{len(near) - 3} more")
+    share = f"{summary.get('overload_share', 0.95):.0%}"
+    meaning = TRIGGER_MEANING.format(share=share)
+    return sentence("; ".join(parts)) + f" ({meaning[:1].upper() + meaning[1:]}.)"
+
+
+def _trigger_words(summary: dict, span: dict) -> str:
+    """'fresh demand reached 95% of capacity at 15 Jan 13:30 UTC and fell back below it at
+    15 Jan 19:55 UTC', or for a surge or a fault its label, from when to when."""
+    start, end = _moment(summary, span["start_s"]), span.get("end_s")
+    if span.get("kind") == "overload":
+        share = f"{summary.get('overload_share', 0.95):.0%}"
+        text = f"fresh demand reached {share} of capacity at {start}"
+        if end is None:
+            return text + " and stayed there to the end of the run"
+        return text + f" and fell back below it at {_moment(summary, end)}"
+    text = f"{span['label']} from {start}"
+    return text + (f" to {_moment(summary, end)}" if end is not None else " to the end of the run")
 
 
 def slo_text(summary: dict) -> str:
@@ -445,7 +521,9 @@ def timeline_rows(summary: dict) -> list[list[str]]:
 
 
 def provenance_rows(summary: dict) -> list[list[str]]:
-    """Where the numbers come from: version, seed, scenario hash, engine, scale, wall time."""
+    """Where the numbers come from: version, seed, scenario hash, engine, scale. Not the wall
+    time (summary.json and the CLI give it): a page that changed with every run could not
+    be committed as the reference report."""
     keys = (
         ("outage-sim version", "version"),
         ("scenario", "scenario"),
@@ -456,8 +534,6 @@ def provenance_rows(summary: dict) -> list[list[str]]:
         ("simulated events", "events"),
     )
     rows = [["", ""]] + [[label, _plain(summary.get(key))] for label, key in keys]
-    wall = summary.get("wall_time_s")
-    rows.append(["wall time", f"{wall:.2f} s" if wall is not None else "–"])
     if summary.get("interrupted"):
         rows.append(["interrupted", "yes: the run stopped early; numbers cover the part run"])
     return rows

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from sim.analysis.metrics import TIMESERIES_COLUMNS, Timeseries
+from sim.analysis.outages import OVERLOAD, OVERLOAD_LOAD, trigger_spans
 from sim.errors import UsageError
 from sim.io import atomic_write, summary_json
 from sim.report import charts
@@ -120,12 +121,44 @@ def read_run(run_dir: str | Path) -> tuple[dict, Timeseries]:
     return summary, ts
 
 
+def report_view(summary: dict, ts: Timeseries) -> dict:
+    """The summary as the report shows it (summary.json is not changed): `triggers`, every
+    trigger the outage analysis sees in the series (start_s, end_s or None, label, kind), and
+    in the timeline the moments fresh demand reached OVERLOAD_LOAD of capacity and fell back
+    below it, which are triggers but no event of the run."""
+    if not len(ts):
+        return summary
+    view = dict(summary)
+    timeline = list(summary.get("timeline") or [])
+    spans = trigger_spans(ts, timeline)
+    share = f"{OVERLOAD_LOAD:.0%}"
+    view["overload_share"] = OVERLOAD_LOAD
+    view["triggers"] = []
+    added = []
+    for start_s, end_s, label in spans:
+        kind = "overload" if label == OVERLOAD else "event"
+        view["triggers"].append({"start_s": start_s, "end_s": end_s, "label": label, "kind": kind})
+        if kind == "overload":
+            added.append(
+                {"t_s": start_s, "kind": "overload",
+                 "label": f"trigger: fresh demand reached {share} of capacity"}
+            )  # fmt: skip
+            if end_s is not None:
+                added.append(
+                    {"t_s": end_s, "kind": "overload_end",
+                     "label": f"trigger ended: fresh demand fell back below {share} of capacity"}
+                )  # fmt: skip
+    view["timeline"] = sorted(timeline + added, key=lambda e: e["t_s"])
+    return view
+
+
 # -- writing ---------------------------------------------------------------------------------
 def render_report(out_dir: str | Path) -> list[Path]:
     """Draw the charts and write report.html and report.md from the files in `out_dir`."""
 
     out = Path(out_dir)
     summary, ts = read_run(out)
+    summary = report_view(summary, ts)
     written = charts.write_charts(summary, ts, out)
     images = [p.name for p in written]
     atomic_write(out / "report.html", html_report(summary, _inline(out, images), ts))

@@ -188,7 +188,7 @@ def test_scenario_text_is_not_read_as_mathtext(storm):
     summary, ts = storm
     titled = dict(summary, title="$x^2$ costs $5 <b>")
     fig = charts.queue_figure(titled, ts)
-    assert fig._suptitle.get_text() == "$x^2$ costs $5 <b>: queue length"
+    assert fig._suptitle.get_text() == "$x^2$ costs $5 <b>: queue length (at each bin's end)"
     assert charts.figure_png(fig)[:4] == b"\x89PNG"
 
 

@@ -89,7 +89,7 @@ def test_a_graph_report_draws_the_graph_and_the_tiers(graph_run) -> None:
     page = (graph_run / "report.html").read_text()
     assert "## Tiers" in markdown and "<h2>Tiers</h2>" in page
     assert "](graph.png)" in markdown and "](tiers.png)" in markdown
-    assert page.count("data:image/png;base64,") == 6  # four charts, the graph and the tiers
+    assert page.count("data:image/png;base64,") == 7  # dashboard, four charts, the graph, the tiers
 
 
 def test_the_tiers_section_names_every_tier_and_route_with_its_numbers(graph_run) -> None:

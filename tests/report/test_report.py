@@ -195,7 +195,7 @@ def test_html_is_self_contained(runs):
     csp = [a["content"] for t, a in page.tags if t == "meta" and "content" in a]
     assert any("default-src 'none'" in c for c in csp)
     images = [a["src"] for t, a in page.tags if t == "img"]
-    assert len(images) == 4
+    assert len(images) == 5  # the dashboard and the four charts
     for src in images:
         assert src.startswith("data:image/png;base64,")
         assert png_size(base64.b64decode(src.split(",", 1)[1]))[0] >= 1200
@@ -252,7 +252,7 @@ def test_hostile_scenario_text_shows_as_text(tmp_path):
     page_text = (tmp_path / "report.html").read_text(encoding="utf-8")
     page = parse_html(page_text)
     assert "script" not in [tag for tag, _ in page.tags]
-    assert [t for t, _ in page.tags if t == "img"] == ["img"] * 4  # the charts, nothing injected
+    assert [t for t, _ in page.tags if t == "img"] == ["img"] * 5  # the charts, nothing injected
     assert all(not k.startswith("on") for _, attrs in page.tags for k in attrs)
     shown = "".join(page.text)
     assert HOSTILE_TITLE in shown and "<script>alert(3)</script>" in shown
