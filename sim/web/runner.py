@@ -50,8 +50,7 @@ def _serve(connection: Connection, progress) -> None:
     from sim.run import simulate
     from sim.web import job as web_job
 
-    for engine in ("des", "fluid"):  # loads the compiled kernel from its cache
-        simulate(parse_scenario(WARM_UP, overrides={"scenario.engine": engine}))
+    simulate(parse_scenario(WARM_UP))  # loads the compiled kernel from its cache
     connection.send(("ready", None))
 
     def report(fraction: float) -> None:
