@@ -26,6 +26,9 @@ judge where the DES should decide instead:
   modelled on a graph (`unsupported` names them; the run is refused, not approximated).
 * A provider's token bucket is filled and drawn as a continuous quantity: no clumps, so it
   refuses nothing below its rate once its burst covers a slot's calls.
+
+Over ~400 lines: the layout of the compiled state from a scenario, and the driver that
+keeps the Recorder and the controls in step with it, read the same arrays.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from sim.engine.fluid_graph_kernel import (
     N_EVK,
     N_GF,
     N_GI,
+    N_PD,
     N_RW,
     N_SM,
     N_SP,
@@ -278,6 +282,7 @@ class FluidGraphEngine(GraphOutputs):
             server_sum=np.zeros((n_bins, 2)),
             ro_hist=np.zeros((len(routes), HIST_BUCKETS)),
             ro_f=np.zeros((len(routes), N_ROF)),
+            pending=np.zeros((n_rows, max(1, tries) + 1, N_PD)),
         )
 
     def _fresh_cum(self, routes, demand: Demand) -> np.ndarray:

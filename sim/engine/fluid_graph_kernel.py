@@ -26,6 +26,9 @@ below capacity nothing waits (no Erlang C delay); each outcome's time is a mean 
 call durations, backoff delays), its probability from the service time's quantiles; a
 caller reads the tiers below from the end of the previous slot; a tier's queue is one FIFO
 whatever route a mass belongs to; delays longer than the rings fall due at the rings' end.
+
+Over ~400 lines: one compiled step whose handlers (admission, outcomes, service, the
+summaries callers read, pooled latency records) share one state and make no sense apart.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from __future__ import annotations
 import math
 from collections import namedtuple
 
+from sim.analysis.metrics import HIST_BUCKETS, HIST_EDGES, HIST_MIN_S
 from sim.engine.kernel_jit import compiled
 from sim.engine.kernel_state import (
     AR_BUSY,
@@ -108,6 +112,10 @@ GI_SLOT, GI_RING, GI_BIN, GI_SLOTS_PER_BIN, GI_N_BINS, GI_CLIENT_LO, GI_SERVER_L
 N_GI = 7
 GF_DT, GF_BIN_S = range(2)
 N_GF = 2
+# Pooled latency records (`note_latency`): mass, mass x start, limit, slowdown, bin.
+PD_MASS, PD_BASE, PD_LIMIT, PD_SLOW, PD_BIN = range(5)
+N_PD = 5
+POOL_REL = 0.02  # a third of a histogram bucket (ratio 1.059)
 # A call below never holds its caller longer than this (no servers and no timeout below).
 LONGEST_S = 1e9
 
@@ -139,6 +147,7 @@ FluidGraphState = namedtuple(
         "server_sum",  # bins x 2
         "ro_hist",  # routes x HIST_BUCKETS
         "ro_f",  # routes x N_ROF
+        "pending",  # rows x (tries + 1) x N_PD: pooled latency records (the last: server)
     ],
 )
 
@@ -258,20 +267,65 @@ def fail_tries(f, c, k, mass, moment, t_s, slot, b):
 
 
 @compiled
-def note_latency(f, c, mass, base_s, limit_s, slow, fresh_bin, server):
-    """Latencies of `mass` attempts that start their work at `base_s` after their client's
-    first send and succeed within `limit_s` of work: one record per service quantile below
-    it, for the end user's request (`server` False) or the entry tier's server (True)."""
+def note_latency(f, c, k, mass, base_s, limit_s, slow, fresh_bin, server):
+    """Latencies of `mass` attempts of try class k that start their work at `base_s` after
+    their client's first send and succeed within `limit_s` of work, for the end user's
+    request (`server` False) or the entry tier's server (True). Records of one row and class
+    whose start and limit are within POOL_REL of each other, in one bin at one slowdown, are
+    pooled at their mean before they are spread over the service quantiles (`spread`): a
+    quiet bin costs one spread per row, not one per slot."""
+    p = f.pending[c, k if not server else f.pending.shape[1] - 1]
+    if p[PD_MASS] > 0:
+        mean = p[PD_BASE] / p[PD_MASS]
+        same = p[PD_BIN] == fresh_bin and p[PD_SLOW] == slow
+        same = same and abs(base_s - mean) <= POOL_REL * max(mean, HIST_MIN_S)
+        if math.isinf(limit_s) or math.isinf(p[PD_LIMIT]):
+            same = same and limit_s == p[PD_LIMIT]
+        else:
+            same = same and abs(limit_s - p[PD_LIMIT]) <= POOL_REL * max(limit_s, HIST_MIN_S)
+        if same:
+            p[PD_MASS] += mass
+            p[PD_BASE] += mass * base_s
+            return
+        flush_pending(f, c, p, server)
+    p[PD_MASS], p[PD_BASE], p[PD_LIMIT] = mass, mass * base_s, limit_s
+    p[PD_SLOW], p[PD_BIN] = slow, fresh_bin
+
+
+@compiled
+def flush_pending(f, c, p, server):
+    """Spread one pooled record over the quantiles and empty it."""
+    if p[PD_MASS] > 0:
+        mass = p[PD_MASS]
+        spread(f, c, mass, p[PD_BASE] / mass, p[PD_LIMIT], p[PD_SLOW], int(p[PD_BIN]), server)
+    p[PD_MASS] = 0.0
+
+
+@compiled
+def flush_all(f):
+    """Spread every pooled record (before the driver reads the histograms)."""
+    last = f.pending.shape[1] - 1
+    for c in range(f.pending.shape[0]):
+        for k in range(f.pending.shape[1]):
+            flush_pending(f, c, f.pending[c, k], k == last)
+
+
+@compiled
+def spread(f, c, mass, base_s, limit_s, slow, fresh_bin, server):
+    """One record per service quantile of row c's tier below `limit_s`."""
     s = int(f.rw[c, RW_STATION])
     q, w = f.quantile[s], f.weight
     r = int(f.rw[c, RW_ROUTE])
+    bucket = latency_bucket(base_s + q[0] * slow)
     for j in range(q.shape[0]):
         x = q[j] * slow
         if x > limit_s:
             break
         latency = base_s + x
         weight = mass * w[j]
-        bucket = latency_bucket(latency)
+        # The quantiles ascend: walk on from the last bucket rather than search again.
+        while bucket < HIST_BUCKETS - 1 and latency >= HIST_EDGES[bucket + 1]:
+            bucket += 1
         if server:
             f.server_hist[fresh_bin, bucket] += weight
             f.server_sum[fresh_bin, 0] += weight * latency
@@ -310,10 +364,26 @@ def room(f, s):
         sp[SP_TOKENS] -= take
         share = take / offered
     else:
+        # `serve` starts the same share of every queued and new attempt: admit the largest
+        # share whose queue after that still fits the limit (bisection: it grows with it).
         free = max(0.0, sp[SP_SERVERS] - sp[SP_CARRY]) * dt
-        starting = offered if work <= free else offered * free / work
-        places = max(0.0, sp[SP_QUEUE_LIMIT] - sp[SP_QUEUE])
-        share = min(1.0, (starting + places) / offered)
+        queued, queued_work = 0.0, 0.0
+        for c in range(f.rw.shape[0]):
+            if int(f.rw[c, RW_STATION]) == s and f.queued[c] > 0:
+                queued += f.queued[c]
+                queued_work += f.queued[c] * min(holding_s(f, c), dt)
+        low, high = 0.0, 1.0
+        for _ in range(30):
+            share = high if _ == 0 else (low + high) / 2
+            wanted = queued_work + share * work
+            started = min(1.0, free / wanted) if wanted > 0 else 1.0
+            if (1.0 - started) * (queued + share * offered) <= sp[SP_QUEUE_LIMIT] * (1 + 1e-12):
+                low = share
+                if _ == 0:
+                    break
+            else:
+                high = share
+        share = low
     sp[SP_ADMIT] = share
 
 
@@ -400,7 +470,8 @@ def schedule(f, c, s, slot, t_s, b, admitted):
                 first = fate_bin(f, mass, moment)
                 before = t_s - moment / mass
                 limit = timeout - wait - d_ok  # inf without a timeout
-                note_latency(f, c, mass * p_child, before + wait + d_ok, limit, slow, first, False)
+                start = before + wait + d_ok
+                note_latency(f, c, k, mass * p_child, start, limit, slow, first, False)
                 if first < f.gi[GI_CLIENT_LO]:
                     f.gi[GI_CLIENT_LO] = first
         if p_err > 0:
@@ -432,7 +503,7 @@ def schedule(f, c, s, slot, t_s, b, admitted):
     if s == 0 and not math.isinf(wait):
         at = min(int((t_s + wait) / f.gf[GF_BIN_S]), f.gi[GI_N_BINS] - 1)
         call_s = d_all if child >= 0 and f.rw[c, RW_SYNC] != 0.0 else 0.0
-        note_latency(f, c, admitted, wait + call_s, math.inf, slow, at, True)
+        note_latency(f, c, 0, admitted, wait + call_s, math.inf, slow, at, True)
         if at < f.gi[GI_SERVER_LO]:
             f.gi[GI_SERVER_LO] = at
 
@@ -590,6 +661,9 @@ def advance_slots(f, end_slot):
                 f.snaps[s, SN_BUSY, b] = busy
                 f.snaps[s, SN_SERVERS, b] = servers
         summarise_all(f)
+        if (slot + 1) % f.gi[GI_SLOTS_PER_BIN] == 0:
+            flush_all(f)
+    flush_all(f)
     f.gi[GI_SLOT] = max(f.gi[GI_SLOT], end_slot)
 
 
