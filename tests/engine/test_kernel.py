@@ -140,6 +140,12 @@ def _fingerprint_in_child(job: str, jit: str) -> str:
             "cascade.toml",
             {"scenario.duration": "3min", "faults.0.at": "1min", "faults.0.duration": "1min"},
         ),  # fmt: skip
+        # The fluid engine's compiled graph step (sim/engine/fluid_graph_kernel.py).
+        (
+            "cascade.toml",
+            {"scenario.engine": "fluid", "scenario.duration": "5min", "faults.0.at": "1min",
+             "faults.0.duration": "2min"},
+        ),  # fmt: skip
     ],
 )
 def test_compiled_and_plain_runs_are_identical(name: str, overrides: dict) -> None:
