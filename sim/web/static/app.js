@@ -37,6 +37,7 @@ async function init() {
   $("full").addEventListener("click", () => Plotly.relayout("charts", { "xaxis.autorange": true }));
   $("exact").addEventListener("click", () => run("des"));
   $("save").addEventListener("click", save);
+  $("lead").textContent = "Simulating the scenario…";
   run("auto");
 }
 
@@ -206,7 +207,12 @@ function render() {
       part.textContent = text;
       card.appendChild(part);
     }
-    if (state.previous && before[label] !== undefined && before[label] !== value) card.title = `before: ${before[label]}`;
+    if (state.previous && before[label] !== undefined && before[label] !== value) {
+      const was = document.createElement("div");
+      was.className = "note was";
+      was.textContent = `was ${before[label]}`;
+      card.appendChild(was);
+    }
     cards.appendChild(card);
   }
   $("why").textContent = head.why ? `Why: ${head.why}` : "";
@@ -301,6 +307,10 @@ function drawCharts() {
     const [x0, x1] = xs(data, [outage.start_s, outage.end_s]);
     layout.shapes.push({ type: "rect", xref: "x", yref: "paper", x0, x1, y0: 0, y1: 1, fillcolor: "rgba(192,57,43,0.10)", line: { width: 0 }, layer: "below" });
     layout.annotations.push({ xref: "x", yref: "paper", x: x0, y: 1, xanchor: "left", yanchor: "top", text: "outage", showarrow: false, font: { size: 10, color: COLOURS.slo } });
+  }
+  for (const outage of (prev && prev.summary.outages) || []) {
+    const [x0, x1] = xs(prev, [outage.start_s, outage.end_s]);
+    layout.shapes.push({ type: "rect", xref: "x", yref: "paper", x0, x1, y0: 0, y1: 1, fillcolor: "rgba(0,0,0,0)", line: { width: 1, dash: "dot", color: COLOURS.previous }, layer: "below" });
   }
   const keep = document.getElementById("charts").layout;
   if (keep && keep.xaxis && !keep.xaxis.autorange && keep.xaxis.range) layout.xaxis.range = keep.xaxis.range.slice();
