@@ -1,5 +1,8 @@
 """The charts of a sweep (sweep.png) and of a sensitivity analysis (tornado.png).
 
+(Over ~400 lines: both charts draw from sweep's aggregate table with the same helpers for
+intervals, units and labels.)
+
 sweep.png: what each setting costs in outage time.
 
 One swept parameter: mean outage time per run with its 95% confidence band and every run as
