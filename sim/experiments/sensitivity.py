@@ -22,6 +22,7 @@ import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 
+from sim.engine.fluid_graph import unsupported
 from sim.errors import ScenarioError, UsageError
 from sim.experiments.sweep import Job, Runner, finished_rows, replication_seed, table_csv
 from sim.experiments.verdicts import (  # noqa: F401 - part of this module's API
@@ -135,15 +136,16 @@ _STRUCTURAL = (
 
 def choose_engine(base: Scenario, runs: int, requested: str | None) -> tuple[str, str]:
     """The engine for every run and why: as asked; else the scenario's own engine when it is
-    fluid or a service graph (the DES alone runs those); else the DES while all the runs
-    together stay within what one DES run may simulate (MAX_SIMULATED_REQUESTS, about a
-    minute of the kernel), the fluid engine beyond."""
+    fluid; the DES for a service graph the fluid model cannot run (`fluid_graph.unsupported`);
+    else the DES while all the runs together stay within what one DES run may simulate
+    (MAX_SIMULATED_REQUESTS, about a minute of the kernel), the fluid engine beyond."""
     if requested:
         return requested, f"{requested}, as asked"
     if base.scenario.engine == "fluid":
         return "fluid", "fluid, the scenario's engine"
-    if base.has_graph:
-        return "des", "des: the fluid engine does not run service graphs"
+    missing = unsupported(base) if base.has_graph else []
+    if missing:
+        return "des", f"des: the fluid engine does not model {', '.join(missing)} on a graph"
     total = estimate_requests(base) * runs
     if total <= MAX_SIMULATED_REQUESTS:
         return "des", f"des: {runs} runs, about {total:,.0f} simulated requests in all"

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from sim.engine.fluid_graph import unsupported
 from sim.errors import ScenarioError, UsageError
 from sim.model.scenario import Scenario, load_scenario, parse_override
 from sim.model.workload import Demand
@@ -98,8 +99,11 @@ def prepare(file: str | Path, overrides: dict[str, Any], engine: str = "auto") -
 
 
 def choose_engine(scenario: Scenario) -> str:
-    """The DES when it is quick or the fluid engine cannot run the scenario; else fluid."""
-    if scenario.has_graph or estimate_requests(scenario) <= QUICK_DES_REQUESTS:
+    """The DES when it is quick or the fluid engine cannot model the scenario (a graph with
+    what its fluid model leaves out: `fluid_graph.unsupported`); else fluid."""
+    if unsupported(scenario) and scenario.has_graph:
+        return "des"
+    if estimate_requests(scenario) <= QUICK_DES_REQUESTS:
         return "des"
     return "fluid"
 
