@@ -427,16 +427,23 @@ def sweep_command(
     "--out",
     "out_dir",
     type=click.Path(file_okay=False),
-    help="Output folder for plan.json [default: reports/<name>/plan/].",
+    help="Output folder for plan.json and results.csv (every run, as it finishes) "
+    "[default: reports/<name>/plan/].",
 )
 @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
 @_engine_option
 @click.option("--force", is_flag=True, help="Run values estimated above 400M simulated requests.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Take the runs that finished in the folder's results.csv (same scenario and seeds) "
+    "instead of running them again, e.g. after a crash.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="Print only KEY = VALUE.")
 @click.option("--debug", is_flag=True, help="Show the traceback of unexpected errors.")
 def plan_command(
     file, param, lo, hi, reps, confidence, workers, dask_address, out_dir, assignments, engine,
-    force, quiet, debug,
+    force, resume, quiet, debug,
 ) -> None:  # fmt: skip
     """Find the least value of PARAM in [LO, HI] whose runs meet the SLO (no outage) with
     CONFIDENCE, by bisection; write plan.json, print KEY = VALUE."""
@@ -449,7 +456,7 @@ def plan_command(
         out = Path(out_dir) if out_dir else Path("reports") / name / "plan"
         result = plan(file, param, lo, hi, reps, confidence, workers, dask_address, out,
                       False if quiet else None, overrides=overrides, force=force,
-                      engine=engine)  # fmt: skip
+                      engine=engine, resume=resume)  # fmt: skip
         if not quiet:
             click.echo(describe(result), err=True)
         else:

@@ -14,7 +14,10 @@ The search assumes that more of the parameter never hurts (more servers, a longe
 budget...) and bisects the integers between `lo` and `hi`: about log2(hi - lo) probes of
 `reps` runs each. Every probe uses the same seeds (common random
 numbers), so neighbouring values are compared on the same traffic, and its evidence (each
-run's outage time and success ratio) goes into plan.json.
+run's outage time and success ratio) goes into plan.json. Each run is also on disk in
+results.csv the moment it finishes (sweep's columns), so a plan killed half-way loses only
+the runs under way; `resume` takes the runs found there instead of running them again, and
+since the search is a function of the runs, it walks the same probes to the same answer.
 """
 
 from __future__ import annotations
@@ -27,7 +30,16 @@ from typing import Any
 from scipy.stats import beta
 
 from sim.errors import UsageError
-from sim.experiments.sweep import Job, Runner, point_scenarios, replication_seed
+from sim.experiments.sweep import (
+    Job,
+    ResultsLog,
+    Runner,
+    earlier_runs,
+    point_scenarios,
+    replication_seed,
+    resumed_row,
+    row_columns,
+)
 from sim.io import atomic_write, summary_json
 
 RULE = (
@@ -122,10 +134,12 @@ def plan(
     overrides: dict | None = None,
     force: bool = False,
     engine: str | None = None,
+    resume: bool = False,
 ) -> Plan:
     """Find the least integer `param` in [lo, hi] meeting the SLO with `confidence` (see the
     module docstring); `reps` defaults to the least number that can reach it; `engine` ("des"
-    or "fluid") overrides `scenario.engine`."""
+    or "fluid") overrides `scenario.engine`. With `out_dir`, each run goes to results.csv
+    as it finishes; with `resume`, the runs already there are taken, not run again."""
     if engine is not None:
         overrides = {**(overrides or {}), "scenario.engine": engine}
     if not lo <= hi:
@@ -142,6 +156,8 @@ def plan(
         raise UsageError(f"--reps must be at least 1, got {reps}")
     if param == "scenario.seed":
         raise UsageError("scenario.seed cannot be planned: replications choose the seeds")
+    if resume and out_dir is None:
+        raise UsageError("--resume needs the folder of the earlier plan (--out)")
     base, *_ = point_scenarios(scenario_path, [{param: lo}, {param: hi}], overrides, force)
     seeds = [replication_seed(base.scenario.seed, r) for r in range(reps)]
     result = Plan(str(scenario_path), param, lo, hi, reps, confidence, seeds, needed)
@@ -149,15 +165,27 @@ def plan(
     if warning is not None:
         result.warnings.append(warning)  # still probes hi: its evidence shows how far off
     file = str(Path(scenario_path).resolve())
-    with Runner(workers, dask_address) as runner:
+    log_path = Path(out_dir) / "results.csv" if out_dir is not None else None
+    earlier = earlier_runs(log_path) if resume else {}
+    columns = row_columns(Job({}, file, {param: lo}, 0, seeds[0]))
+    with (
+        ResultsLog(log_path, columns, list(earlier.values())) as log,
+        Runner(workers, dask_address) as runner,
+    ):
 
         def meets(value: int) -> bool:
             (scenario,) = point_scenarios(scenario_path, [{param: value}], overrides, force)[1:]
             jobs = [
-                Job(raw=scenario.raw, file=file, point={param: value}, replication=r, seed=s)
+                Job(scenario.raw, file, {param: value}, r, s, scenario_sha256=scenario.sha256)
                 for r, s in enumerate(seeds)
             ]
-            rows = runner.run(jobs, progress, desc=f"{param}={value}")
+            found = [earlier.get((job.scenario_sha256, job.replication, job.seed)) for job in jobs]
+            todo = [job for job, row in zip(jobs, found, strict=True) if row is None]
+            fresh = iter(runner.run(todo, progress, desc=f"{param}={value}", on_done=log.record))
+            rows = [
+                resumed_row(job, row) if row is not None else next(fresh)
+                for job, row in zip(jobs, found, strict=True)
+            ]
             if runner.interrupted:
                 raise KeyboardInterrupt  # an interrupted probe is no evidence
             probe = _probe(value, rows, confidence)

@@ -24,7 +24,15 @@ from pathlib import Path
 
 from sim.engine.fluid_graph import unsupported
 from sim.errors import ScenarioError, UsageError
-from sim.experiments.sweep import Job, Runner, finished_rows, replication_seed, table_csv
+from sim.experiments.sweep import (
+    Job,
+    ResultsLog,
+    Runner,
+    finished_rows,
+    replication_seed,
+    row_columns,
+    table_csv,
+)
 from sim.experiments.verdicts import (  # noqa: F401 - part of this module's API
     BASELINE,
     CHANGES,
@@ -216,8 +224,13 @@ def sensitivity(
         raise UsageError("--resume needs the folder of the earlier analysis (--out)")
     done = finished_rows(Path(out_dir) / "results.csv", jobs) if resume else {}
     todo = [i for i in range(len(jobs)) if i not in done]
-    with Runner(workers, dask_address) as runner:
-        fresh = runner.run([jobs[i] for i in todo], progress, desc="sensitivity")
+    log_path = Path(out_dir) / "results.csv" if out_dir is not None else None
+    kept = [done[i] for i in sorted(done)]
+    with (  # each run on disk as it finishes: kill -9 loses only the runs under way
+        ResultsLog(log_path, row_columns(jobs[0]), kept) as log,
+        Runner(workers, dask_address) as runner,
+    ):
+        fresh = runner.run([jobs[i] for i in todo], progress, "sensitivity", on_done=log.record)
     rows = [done.get(i) for i in range(len(jobs))]
     for i, row in zip(todo, fresh, strict=True):
         rows[i] = row

@@ -32,7 +32,7 @@ import numpy as np
 from scipy.stats import t as student_t
 
 from sim.errors import ScenarioError, UsageError
-from sim.io import atomic_write
+from sim.io import AppendLog, atomic_write, whole_lines
 from sim.model.scenario import Scenario, load_scenario, parse_override, validate_scenario
 from sim.report.sweep_charts import write_sweep_chart
 from sim.run import Result, check_size, simulate
@@ -175,22 +175,76 @@ def _row(job: Job, summary: dict | None, error: str) -> dict[str, Any]:
 def finished_rows(results_csv: Path, jobs: Sequence[Job]) -> dict[int, dict[str, Any]]:
     """Rows of an earlier results.csv that finished without error, by the index of the job
     they answer (same point scenario, replication and seed); others are run again."""
-    if not results_csv.is_file():
-        return {}
     wanted = {(j.scenario_sha256, j.replication, j.seed): i for i, j in enumerate(jobs)}
     kept = {}
-    with results_csv.open(encoding="utf-8", newline="") as handle:
-        for row in csv.DictReader(handle):
-            try:
-                key = (row.get("scenario_sha256"), int(row["replication"]), int(row["seed"]))
-            except (KeyError, TypeError, ValueError):
-                continue
-            if row.get("error") or key not in wanted:
-                continue
-            job = jobs[wanted[key]]
-            figures = {name: _parse_cell(row.get(name, "")) for name in FIGURES}
-            kept[wanted[key]] = {**_row(job, None, ""), **figures}
+    for key, row in earlier_runs(results_csv).items():
+        if key in wanted:
+            kept[wanted[key]] = resumed_row(jobs[wanted[key]], row)
     return kept
+
+
+def earlier_runs(results_csv: Path) -> dict[tuple[str, int, int], dict[str, Any]]:
+    """Every whole, error-free row of a results.csv (a row cut short by a crash is left out),
+    FIGURES parsed, by (scenario_sha256, replication, seed)."""
+    runs = {}
+    for row in csv.DictReader(io.StringIO(whole_lines(results_csv))):
+        if None in row or None in row.values():  # more or fewer cells than the header
+            continue
+        try:
+            key = (row.get("scenario_sha256"), int(row["replication"]), int(row["seed"]))
+            figures = {name: _parse_cell(row[name]) for name in FIGURES}
+        except (KeyError, TypeError, ValueError):
+            continue
+        if not row.get("error"):
+            runs[key] = {**row, **figures}
+    return runs
+
+
+def resumed_row(job: Job, earlier: dict[str, Any]) -> dict[str, Any]:
+    """The row of `job` from an earlier run's row (see `earlier_runs`)."""
+    return {**_row(job, None, ""), **{name: earlier[name] for name in FIGURES}}
+
+
+class ResultsLog:
+    """results.csv while runs go on: the header and the rows kept by `--resume` at once, then
+    each run as it finishes, on disk before the next (`sim.io.AppendLog`), so kill -9 loses
+    only the runs under way and `--resume` picks up the rest. No-op without a path."""
+
+    def __init__(self, path: Path | None, columns: Sequence[str], kept: Sequence[dict]) -> None:
+        self.columns = list(columns)
+        head = self._line(self.columns) + "".join(self._line(self._cells(r)) for r in kept)
+        self._log = AppendLog(path, head) if path is not None else None
+
+    def record(self, row: dict) -> None:
+        """Append one finished run (a row of `run_job`)."""
+        if self._log is not None:
+            self._log.append(self._line(self._cells(row)))
+
+    def _cells(self, row: dict) -> list[str]:
+        # One record, one line: an error message's own line breaks become spaces.
+        return [" ".join(_cell(row.get(c)).splitlines()) for c in self.columns]
+
+    @staticmethod
+    def _line(cells: Sequence[str]) -> str:
+        out = io.StringIO()
+        csv.writer(out, lineterminator="\n").writerow(cells)
+        return out.getvalue()
+
+    def close(self) -> None:
+        """Close the file: the final results.csv replaces it next."""
+        if self._log is not None:
+            self._log.close()
+
+    def __enter__(self) -> ResultsLog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def row_columns(job: Job) -> list[str]:
+    """The columns of a job's row: its point's keys, replication, seed, FIGURES, error, sha."""
+    return list(_row(job, None, ""))
 
 
 def _parse_cell(text: str):
@@ -251,8 +305,15 @@ class Runner:
         if self._own_client:
             self._client.close()
 
-    def run(self, jobs: Sequence[Job], progress: bool | None = None, desc: str = "runs") -> list:
-        """Run `jobs`; a job whose worker died comes back as a failed row."""
+    def run(
+        self,
+        jobs: Sequence[Job],
+        progress: bool | None = None,
+        desc: str = "runs",
+        on_done=None,
+    ) -> list:
+        """Run `jobs`; a job whose worker died comes back as a failed row. `on_done`, if
+        given, is called with each outcome as it finishes (to put it on disk at once)."""
         outcomes: list = [None] * len(jobs)
         bar = _bar(len(jobs), progress, desc)
         try:
@@ -269,6 +330,8 @@ class Runner:
                 finished = ((submitted[f], f) for f in as_completed(submitted))
             for i, future in finished:
                 outcomes[i] = self._outcome(jobs[i], future)
+                if on_done is not None:
+                    on_done(outcomes[i])
                 bar.update(1)
         except KeyboardInterrupt:
             # Keep what finished: the caller writes it, then stops (exit status 130).
@@ -365,8 +428,13 @@ def sweep(
         raise UsageError("--resume needs the folder of the earlier sweep (--out)")
     done = finished_rows(Path(out_dir) / "results.csv", jobs) if resume else {}
     todo = [i for i in range(len(jobs)) if i not in done]
-    with Runner(workers, dask_address) as runner:
-        fresh = runner.run([jobs[i] for i in todo], progress, desc="sweep")
+    log_path = Path(out_dir) / "results.csv" if out_dir is not None else None
+    kept = [done[i] for i in sorted(done)]
+    with (
+        ResultsLog(log_path, row_columns(jobs[0]), kept) as log,
+        Runner(workers, dask_address) as runner,
+    ):
+        fresh = runner.run([jobs[i] for i in todo], progress, desc="sweep", on_done=log.record)
     rows = [done.get(i) for i in range(len(jobs))]
     for i, row in zip(todo, fresh, strict=True):
         rows[i] = row

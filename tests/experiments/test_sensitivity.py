@@ -190,8 +190,8 @@ def test_a_difference_below_the_resolution_is_no_effect() -> None:
 class _Interrupting(sw.Runner):
     """Finishes the first three jobs, then behaves as a Ctrl-C would: the rest unfinished."""
 
-    def run(self, jobs, progress=None, desc="runs"):
-        rows = super().run(list(jobs[:3]), progress, desc)
+    def run(self, jobs, progress=None, desc="runs", on_done=None):
+        rows = super().run(list(jobs[:3]), progress, desc, on_done)
         self.interrupted = True
         return rows + [sw._row(job, None, "interrupted") for job in jobs[3:]]
 
