@@ -163,6 +163,7 @@ def run(file, out_dir, assignments, seed, engine, force, no_charts, quiet, debug
         check_size(scenario, demand, force=force)
         out = Path(out_dir) if out_dir else Path("reports") / scenario.scenario.name
         _writable(out)
+        _lock(out, f"run {file}")
         # After every refusal: a refused run says one thing, its error.
         for warning in scenario_warnings(scenario, demand):
             click.echo(f"outage-sim: warning: {warning}", err=True)
@@ -204,6 +205,18 @@ def _writable(out: Path) -> None:
         raise UsageError(f"cannot write the report to {out}: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UsageError(f"cannot write the report to {out}: {existing} is not writable")
+
+
+def _lock(out: Path, what: str) -> None:
+    """Hold the output folder's lock until the command ends: another live process writing it
+    is refused at once with exit 1 (the arguments are fine, the same command succeeds once
+    that process ends: a busy folder, like a full disk, is a state of the machine); a lock
+    left by a dead process is taken over, with a warning naming it."""
+    from sim.io import FolderLock
+
+    lock = click.get_current_context().with_resource(FolderLock(out, f"outage-sim {what}"))
+    if lock.took_over:
+        click.echo(f"outage-sim: warning: {lock.took_over}", err=True)
 
 
 def _terminate_as_interrupt() -> None:
@@ -383,6 +396,8 @@ def sweep_command(
         overrides = _overrides(assignments)
         name = load_scenario(file, overrides=overrides).scenario.name
         out = Path(out_dir) if out_dir else Path("reports") / name / "sweep"
+        _writable(out)
+        _lock(out, f"sweep {file}")
         progress = False if quiet else None
         rows = sweep(file, grid, reps, workers, dask_address, out, progress, overrides=overrides,
                      force=force, resume=resume, engine=engine)  # fmt: skip
@@ -454,6 +469,8 @@ def plan_command(
         overrides = _overrides(assignments)
         name = load_scenario(file, overrides=overrides).scenario.name
         out = Path(out_dir) if out_dir else Path("reports") / name / "plan"
+        _writable(out)
+        _lock(out, f"plan {file}")
         result = plan(file, param, lo, hi, reps, confidence, workers, dask_address, out,
                       False if quiet else None, overrides=overrides, force=force,
                       engine=engine, resume=resume)  # fmt: skip
@@ -582,6 +599,7 @@ def sensitivity_command(
         name = load_scenario(file, overrides=overrides).scenario.name
         out = Path(out_dir) if out_dir else Path("reports") / name / "sensitivity"
         _writable(out)
+        _lock(out, f"sensitivity {file}")
         progress = False if quiet else None
 
         def announce(line: str) -> None:

@@ -201,7 +201,8 @@ class FolderLock:
     a lock is never stuck. A lock file whose flock is free was left by a process that died
     (kill -9, a power cut): it is taken over, with the temporaries that process left, and
     `took_over` says whose it was. A live holder makes `__enter__` raise FolderBusyError at
-    once. On exit the lock file is removed.
+    once. On exit the lock file is removed, and the folders the lock made if they are still
+    empty (a command refused after taking the lock leaves nothing behind).
     """
 
     def __init__(self, folder: str | Path, command: str = "") -> None:
@@ -210,9 +211,14 @@ class FolderLock:
         self.command = command or " ".join(Path(sys.argv[0]).name.split() + sys.argv[1:2])
         self.took_over: str | None = None
         self._fd: int | None = None
+        self._made: list[Path] = []  # folders made for the lock, deepest first
 
     def __enter__(self) -> FolderLock:
         try:
+            missing = self.folder
+            while not missing.exists() and missing != missing.parent:
+                self._made.append(missing)
+                missing = missing.parent
             self.folder.mkdir(parents=True, exist_ok=True)
             while self._fd is None:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -252,6 +258,11 @@ class FolderLock:
             self.path.unlink()  # while still holding the lock: nobody else has locked it
         os.close(self._fd)
         self._fd = None
+        for folder in self._made:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty: the command wrote something
+                break
 
 
 def _read_holder(fd: int) -> dict:
