@@ -154,7 +154,9 @@ FluidGraphState = namedtuple(
 
 @compiled
 def service_cdf(f, s, x):
-    """P(S <= x) for station s's (unslowed) service time: linear between its quantiles."""
+    """P(S <= x) for station s's (unslowed) service time: between two quantiles its tail
+    P(S > x) is interpolated log-linearly (exact for an exponential tail), as the
+    single-pool fluid engine does."""
     q = f.quantile[s]
     n = q.shape[0]
     if x < q[0]:
@@ -171,7 +173,11 @@ def service_cdf(f, s, x):
     span = q[high] - q[low]
     if span <= 0:
         return f.cdf[high]
-    return f.cdf[low] + (f.cdf[high] - f.cdf[low]) * (x - q[low]) / span
+    tail_low, tail_high = 1.0 - f.cdf[low], 1.0 - f.cdf[high]
+    if tail_low <= 0 or tail_high <= 0:
+        return f.cdf[low] + (f.cdf[high] - f.cdf[low]) * (x - q[low]) / span
+    ratio = (x - q[low]) / span
+    return 1.0 - math.exp(math.log(tail_low) + ratio * (math.log(tail_high) - math.log(tail_low)))
 
 
 @compiled
@@ -425,6 +431,21 @@ def admit(f, c, slot, t_s, b):
 
 
 @compiled
+def drop_late(f, c, slot, t_s, b, mass_dropped, share):
+    """`share` of row c's offered attempts are dropped unstarted: their clients time out."""
+    f.counts[c, C_DROPPED, b] += mass_dropped
+    timeout = f.rw[c, RW_TIMEOUT_S]
+    j = ring_slot(f, slot, t_s + timeout)
+    for k in range(f.offered.shape[1]):
+        mass, moment = f.offered[c, k, 0], f.offered[c, k, 1]
+        if mass <= 0:
+            continue
+        f.ring[c, j, EV_TIMEOUT, k, 0] += mass * share
+        f.ring[c, j, EV_TIMEOUT, k, 1] += moment * share
+        f.offered[c, k, 0], f.offered[c, k, 1] = mass * (1.0 - share), moment * (1.0 - share)
+
+
+@compiled
 def schedule(f, c, s, slot, t_s, b, admitted):
     """Admitted attempts of row c: their wait, work, call below and outcomes."""
     sp = f.sp[s]
@@ -443,7 +464,18 @@ def schedule(f, c, s, slot, t_s, b, admitted):
         p_child, d_ok = f.sm[child, SM_P_OK], f.sm[child, SM_D_OK]
         d_fail, d_all = f.sm[child, SM_D_FAIL], f.sm[child, SM_D_ALL]
     finite = not math.isinf(timeout)
-    dropped = sp[SP_DROP_EXPIRED] != 0 and finite and wait >= timeout
+    if sp[SP_DROP_EXPIRED] != 0 and finite and not provider and not math.isinf(wait):
+        # What would start only after its client left is dropped unstarted: the mass beyond
+        # the work the queue can take before its wait reaches the timeout, so in overload
+        # exactly the excess is dropped (and what is kept waits up to a slot less).
+        hold = holding_s(f, c)
+        room_s = timeout * servers - sp[SP_BACKLOG_S]
+        keep = min(1.0, max(0.0, room_s / hold) / admitted) if hold > 0 else 1.0
+        if keep < 1.0:
+            drop_late(f, c, slot, t_s, b, admitted * (1.0 - keep), 1.0 - keep)
+            admitted *= keep
+            if admitted <= 0:
+                return
     if math.isinf(wait):
         p_ok = p_err = 0.0
     elif finite:
@@ -451,8 +483,6 @@ def schedule(f, c, s, slot, t_s, b, admitted):
         p_err = (1.0 - p_child) * service_cdf(f, s, (timeout - wait - d_fail) / slow)
     else:
         p_ok, p_err = p_child, 1.0 - p_child
-    if dropped:
-        p_ok = p_err = 0.0
     p_late = max(0.0, 1.0 - p_ok - p_err)
     j_ok = ring_slot(f, slot, t_s + wait + own_s + d_ok)
     j_err = ring_slot(f, slot, t_s + wait + own_s + d_fail)
@@ -482,10 +512,6 @@ def schedule(f, c, s, slot, t_s, b, admitted):
             if finite:
                 f.ring[c, j_late, EV_TIMEOUT, k, 0] += mass * p_late
                 f.ring[c, j_late, EV_TIMEOUT, k, 1] += moment * p_late
-    if dropped:
-        # Its client will have left before the work starts: the work is dropped unstarted.
-        f.counts[c, C_DROPPED, b] += admitted
-        return
     if provider:
         sp[SP_IN_FLIGHT] += admitted * own_s
         if child >= 0:
