@@ -38,6 +38,9 @@ class OutputError(OutageSimError, OSError):
     """An output could not be written (disk full, file too large, no permission...): one line
     naming the folder, the file and the cause. Still an OSError for callers that catch those."""
 
+    def __str__(self) -> str:
+        return str(self.strerror)  # the message alone, without OSError's "[Errno N]"
+
 
 class FolderBusyError(OutageSimError):
     """Another live process holds the output folder's lock: names that process."""
@@ -245,9 +248,7 @@ class FolderLock:
                 )
             _write_holder(self._fd, self.command)
         except OSError as error:
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
+            self.__exit__()  # a lock it could not record (disk full) is not left behind
             raise _output_error(self.path, error) from None
         return self
 
