@@ -19,6 +19,7 @@ import csv
 import functools
 import io
 import itertools
+import logging
 import math
 import os
 import sys
@@ -31,7 +32,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import t as student_t
 
-from sim.errors import ScenarioError, UsageError
+from sim.errors import OutageSimError, ScenarioError, UsageError
 from sim.io import AppendLog, atomic_write, whole_lines
 from sim.model.scenario import Scenario, load_scenario, parse_override, validate_scenario
 from sim.report.sweep_charts import write_sweep_chart
@@ -295,6 +296,8 @@ class Runner:
             if isinstance(self.dask_address, Client):
                 self._client = self.dask_address
             else:
+                for handler in logging.getLogger("distributed").handlers:
+                    handler.addFilter(_without_traceback)
                 self._client = Client(self.dask_address)
                 self._own_client = True
         return self
@@ -329,7 +332,7 @@ class Runner:
                 submitted = {self._pool.submit(run_job, job): i for i, job in enumerate(jobs)}
                 finished = ((submitted[f], f) for f in as_completed(submitted))
             for i, future in finished:
-                outcomes[i] = self._outcome(jobs[i], future)
+                outcomes[i] = self._outcome(jobs[i], future, outcomes)
                 if on_done is not None:
                     on_done(outcomes[i])
                 bar.update(1)
@@ -345,14 +348,30 @@ class Runner:
             bar.close()
         return outcomes
 
-    @staticmethod
-    def _outcome(job: Job, future):
+    def _outcome(self, job: Job, future, outcomes: list):
         try:
             return future.result()
         except Exception as error:  # noqa: BLE001 - a lost worker fails its run, not the sweep
+            if getattr(error, "reason", None) == "scheduler-connection-lost":
+                # Dask moves the runs of a lost worker to the others; without a scheduler
+                # nothing more can run, and each run left is the same pure function later.
+                done = sum(outcome is not None for outcome in outcomes)
+                raise OutageSimError(
+                    f"lost the Dask scheduler at {self.dask_address} after {done} of "
+                    f"{len(outcomes)} runs; the finished runs are in results.csv: start the "
+                    f"scheduler again and rerun with --resume to run only the rest"
+                ) from None
             if job.keep_result:
                 raise
             return _row(job, None, f"{type(error).__name__}: {error}")
+
+
+def _without_traceback(record: logging.LogRecord) -> bool:
+    """distributed's log lines without their tracebacks (a lost connection logs several before
+    the Runner says in one line what happened); a record that was only a traceback goes."""
+    had_traceback = record.exc_info is not None
+    record.exc_info, record.exc_text = None, None
+    return bool(record.getMessage().strip()) or not had_traceback
 
 
 def _bar(total: int, progress: bool | None, desc: str):
