@@ -8,8 +8,9 @@ local processes or a Dask cluster (`Runner`); a run's numbers depend on its scen
 alone, never on where it ran. `replicate` runs one scenario `reps` times and attaches per-bin
 bands (median and 5-95%) of queue and latency to the first replication's Result.
 
-Longer than most modules because sweep, plan and `run --reps` share its whole pipeline: seeds,
-jobs, executors, the t interval, the tables. The statistics are the first part to move out
+Longer than most modules because sweep, plan, sensitivity and `run --reps` share its whole
+pipeline: seeds, jobs, executors, results.csv written run by run and read back by `--resume`,
+the t interval, the tables. The statistics are the first part to move out
 should another module need them.
 """
 
