@@ -17,6 +17,9 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from sim.errors import OutageSimError
+from sim.model.scenario import parse_scenario
+from sim.run import simulate
+from sim.web import job as web_job
 
 WARM_UP = """
 [scenario]
@@ -46,10 +49,6 @@ def _serve(connection: Connection, progress) -> None:
     """A worker's loop: warm up, then run each job received and send back its answer."""
     # Ctrl-C in the terminal reaches the whole process group: the server ends its workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from sim.model.scenario import parse_scenario
-    from sim.run import simulate
-    from sim.web import job as web_job
-
     simulate(parse_scenario(WARM_UP))  # loads the compiled kernel from its cache
     connection.send(("ready", None))
 

@@ -16,8 +16,15 @@ function esc(text) {
   return String(text).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 }
 
+const GONE = "the workbench server is not answering (was it stopped?)";
+
 async function post(path, body) {
-  const response = await fetch(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+  let response;
+  try {
+    response = await fetch(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+  } catch (err) {
+    return { status: 0, data: { error: GONE } };
+  }
   let data = null;
   try { data = await response.json(); } catch (err) { data = { error: `HTTP ${response.status}` }; }
   return { status: response.status, data };
@@ -174,8 +181,12 @@ async function run(engine) {
 
 async function pollProgress(seq) {
   if (seq !== state.seq) return;
-  const response = await fetch("/api/progress");
-  const progress = await response.json();
+  let progress;
+  try {
+    progress = await (await fetch("/api/progress")).json();
+  } catch (err) {
+    return; // the run's own request reports a server that stopped answering
+  }
   const bar = $("progress");
   if (progress.running && progress.fraction !== null) { bar.hidden = false; bar.value = progress.fraction; }
   $("status").textContent = progress.running ? `running ${progress.engine === "des" ? "the DES" : "the fluid engine"}` +
