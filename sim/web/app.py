@@ -6,11 +6,14 @@ Routes (Starlette):
   GET  /api/scenario      the scenario: title, description, start, controls
   POST /api/run           {"overrides": {KEY: VALUE}, "engine": "auto"|"fluid"|"des"}
                           -> 200 the summary, headline and per-bin series; 400 the scenario
-                          check's one-line message; 409 abandoned for a newer run
+                          check's one-line message; 409 abandoned for a newer run; 429 when
+                          MAX_WAITING runs are already waiting (Retry-After: 1)
   GET  /api/progress      the run in progress and the share simulated
   POST /api/save          {"overrides": ...} -> the tuned TOML text and its `run` command
 
 The scenario file is the one named on the command line; nothing a request holds names a file.
+A body over MAX_BODY_BYTES is refused with 413 before it is read whole; one that is not a
+JSON object of the documented fields and types (or nested deeper than JSON_DEPTH) with 400.
 Requests are accepted only for a loopback host name (a page elsewhere cannot reach the app
 through DNS rebinding) and only as JSON (a cross-site form cannot post one without asking).
 """
@@ -41,6 +44,9 @@ from sim.web.save import command_line, tuned_text
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
 MAX_BODY_BYTES = 64 * 1024
+JSON_DEPTH = 32  # no scenario key nests deeper
+MAX_WAITING = 4  # runs accepted at once (one runs, newer ones replace it); beyond: 429
+ENGINES = ("auto", "fluid", "des")
 CACHED_RUNS = 12
 STATIC = {
     "app.js": "text/javascript; charset=utf-8",
@@ -56,6 +62,7 @@ class Workbench:
         self.scenario = load_scenario(self.file)  # refused here (exit 2) before serving
         self.runner = runner or Runner()
         self.cache: OrderedDict[str, dict] = OrderedDict()
+        self.waiting = 0  # /api/run requests accepted and not yet answered
         self._plotly: bytes | None = None
 
     def plotly_js(self) -> bytes:
@@ -89,27 +96,68 @@ class Workbench:
         }
 
 
-def _error(status: int, message: str, key: str | None = None) -> JSONResponse:
-    return JSONResponse({"error": message, "key": key}, status_code=status)
+def _error(status: int, message: str, key: str | None = None, headers=None) -> JSONResponse:
+    return JSONResponse({"error": message, "key": key}, status_code=status, headers=headers)
+
+
+class TooLarge(ValueError):
+    """A body over MAX_BODY_BYTES (HTTP 413)."""
+
+
+def _depth(value: Any) -> int:
+    """How deeply a parsed JSON value nests (iteratively: no recursion limit to hit)."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        item, depth = todo.pop()
+        deepest = max(deepest, depth)
+        if depth > JSON_DEPTH:
+            break
+        if isinstance(item, dict):
+            todo.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            todo.extend((v, depth + 1) for v in item)
+    return deepest
 
 
 async def _body(request: Request) -> dict[str, Any]:
-    """The request's JSON object, or ValueError with what is wrong."""
+    """The request's JSON object, or ValueError (TooLarge) with what is wrong."""
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
         raise ValueError("send JSON (Content-Type: application/json)")
-    data = await request.body()
-    if len(data) > MAX_BODY_BYTES:
-        raise ValueError(f"a request is at most {MAX_BODY_BYTES:,} bytes")
+    limit = f"a request is at most {MAX_BODY_BYTES:,} bytes"
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise TooLarge(limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise TooLarge(limit)
+        chunks.append(chunk)
+    data = b"".join(chunks)
     try:
         body = json.loads(data or b"{}")
+    except RecursionError:
+        raise ValueError(f"JSON nested deeper than {JSON_DEPTH} levels") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"not JSON: {err}") from None
     if not isinstance(body, dict):
         raise ValueError("the request is a JSON object")
+    if _depth(body) > JSON_DEPTH:
+        raise ValueError(f"JSON nested deeper than {JSON_DEPTH} levels")
     unknown = set(body) - {"overrides", "engine"}
     if unknown:
         raise ValueError(f"unknown field(s) {', '.join(sorted(unknown))}: send overrides, engine")
+    overrides = body.get("overrides")
+    if overrides is not None and not isinstance(overrides, dict):
+        raise ValueError("overrides is an object of KEY: VALUE (the keys of --set)")
+    engine = body.get("engine")
+    if engine is not None and engine not in ENGINES:
+        raise ValueError(f"engine is one of {', '.join(ENGINES)}")
     return body
+
+
+def _refusal(err: ValueError) -> JSONResponse:
+    return _error(413 if isinstance(err, TooLarge) else 400, str(err))
 
 
 def create_app(file: str | Path, runner: Runner | None = None, hosts=LOOPBACK_HOSTS) -> Starlette:
@@ -136,7 +184,17 @@ def create_app(file: str | Path, runner: Runner | None = None, hosts=LOOPBACK_HO
         try:
             body = await _body(request)
         except ValueError as err:
-            return _error(400, str(err))
+            return _refusal(err)
+        if bench.waiting >= MAX_WAITING:
+            message = f"busy: {bench.waiting} runs already asked for; try again in a moment"
+            return _error(429, message, headers={"Retry-After": "1"})
+        bench.waiting += 1
+        try:
+            return await _run(body)
+        finally:
+            bench.waiting -= 1
+
+    async def _run(body: dict[str, Any]) -> Response:
         overrides = body.get("overrides") or {}
         engine = body.get("engine") or "auto"
         try:
@@ -175,7 +233,7 @@ def create_app(file: str | Path, runner: Runner | None = None, hosts=LOOPBACK_HO
             overrides = body.get("overrides") or {}
             text = await run_in_threadpool(tuned_text, bench.file, overrides)
         except ValueError as err:
-            return _error(400, str(err))
+            return _refusal(err)
         except ScenarioError as err:
             return _error(400, str(err), err.key)
         except OutageSimError as err:
