@@ -186,8 +186,10 @@ def test_ctrl_c_during_a_real_run_writes_a_whole_marked_report_and_exits_130(
     )
     try:
         # Wait until the engine runs: past the CPU that start-up alone (imports, the demand,
-        # the checks) takes, measured by `check` on the same file, plus one second.
-        engine_from = _startup_cpu_seconds(scenario) + 1.0
+        # the checks) takes, measured by `check` on the same file, plus 2.5 s for what `run`
+        # alone does first (the folder lock, loading the compiled kernel from its cache): a
+        # signal before the engine starts has nothing simulated to write.
+        engine_from = _startup_cpu_seconds(scenario) + 2.5
         deadline = time.monotonic() + 60
         while _cpu_seconds(process.pid) < engine_from and process.poll() is None:
             assert time.monotonic() < deadline, "the run never got going"
