@@ -11,6 +11,7 @@ plain functions of what an engine recorded, shared with the fluid engine.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -235,6 +236,26 @@ def _provision(engine, servers: int, delay_s: float, tier: str | None = None):
         yield env.timeout(delay_s)
     engine.set_planned_servers(servers, tier)
     engine.recorder.add_event(env.now, "autoscale", f"autoscaler → {servers:,} servers")
+
+
+def clock(engine, ticks: int, progress=None):
+    """The SimPy process that moves an engine from one SimPy instant (a control's) or one of
+    `ticks` even progress ticks to the next (`engine._advance_to`), reporting progress at
+    most every 0.2 s; Ctrl-C and the progress bar act between its steps."""
+    env, end = engine.env, engine.duration_s
+    tick_times = [end * i / ticks for i in range(1, ticks)] + [end]  # the last is `end`
+    tick, wall_last = 0, time.monotonic()
+    while True:
+        while tick_times[tick] <= env.now and tick < ticks - 1:
+            tick += 1
+        target = min(env.peek(), tick_times[tick])
+        engine._advance_to(target)
+        if progress is not None and time.monotonic() - wall_last > 0.2:
+            wall_last = time.monotonic()
+            progress(target / end)
+        if target >= end:
+            return
+        yield env.timeout(target - env.now)
 
 
 def start_controls(engine) -> None:

@@ -20,7 +20,6 @@ since the last copy, the bins the kernel closed, and the latency records, in bul
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 
 import numpy as np
@@ -28,7 +27,7 @@ import simpy
 
 from sim.analysis.metrics import COUNTERS, HIST_BUCKETS, Recorder
 from sim.engine.clients import JITTER_CODES, RETRY_BUDGET_BURST, THROTTLE_SLOTS
-from sim.engine.controls import start_controls
+from sim.engine.controls import clock, start_controls
 from sim.engine.graph_outputs import GraphOutputs
 from sim.engine.kernel import REACHED, advance, next_arrival
 from sim.engine.kernel_state import (
@@ -155,20 +154,9 @@ class DesEngine(GraphOutputs):
         arrival_rng, service_rng, error_rng, jitter_rng, throttle_rng = (
             np.random.default_rng(s) for s in np.random.SeedSequence(meta.seed).spawn(5)
         )
-        # Stations: the entry tier first (station 0, the service as its users see it), then
-        # the other tiers in the file's order. Clients: one row per call of each route.
-        entry = scenario.entry_tier
-        tiers = scenario.tier_specs
-        self.tiers = [entry, *(name for name in tiers if name != entry)]
-        self.station = {name: s for s, name in enumerate(self.tiers)}
-        routes = scenario.route_specs
-        self.routes = [route.name for route in routes]
-        self.call_rows: list[list[int]] = []
-        for route in routes:
-            first = sum(len(r) for r in self.call_rows)
-            self.call_rows.append(list(range(first, first + len(route.calls))))
+        self._lay_out(scenario)
+        tiers, routes = scenario.tier_specs, scenario.route_specs
         n_clients = sum(len(r) for r in self.call_rows)
-        self.end_users = np.array([rows[0] for rows in self.call_rows])
         self.draws: dict[int, Callable[[int], np.ndarray]] = {
             R_ARRIVAL: arrival_rng.standard_exponential,
             R_JITTER: jitter_rng.random,
@@ -349,9 +337,6 @@ class DesEngine(GraphOutputs):
         self._sync()
 
     # -- controls' interface ---------------------------------------------------------------
-    def _tier_station(self, tier: str | None) -> int:
-        return self.station[tier] if tier is not None else ENTRY
-
     def _pool_changed(self, s: int, now: float) -> None:
         k = self.k
         k.st_i[s, ST_SERVERS] = max(0, round(self.planned[s] * self.fault_factor[s]))
@@ -399,23 +384,6 @@ class DesEngine(GraphOutputs):
         }
 
     # -- running ---------------------------------------------------------------------------
-    def _clock(self, ticks: int, progress: Callable[[float], None] | None):
-        """The SimPy process that moves the kernel from one SimPy instant (or tick) to the next."""
-        env, end = self.env, self.duration_s
-        tick_times = [end * i / ticks for i in range(1, ticks)] + [end]  # the last is `end`
-        tick, wall_last = 0, time.monotonic()
-        while True:
-            while tick_times[tick] <= env.now and tick < ticks - 1:
-                tick += 1
-            target = min(env.peek(), tick_times[tick])
-            self._advance_to(target)
-            if progress is not None and time.monotonic() - wall_last > 0.2:
-                wall_last = time.monotonic()
-                progress(target / end)
-            if target >= end:
-                return
-            yield env.timeout(target - env.now)
-
     def run(self, progress: Callable[[float], None] | None = None) -> float:
         """Simulate to the end (or to Ctrl-C); return the simulated time reached."""
         start_controls(self)
@@ -423,7 +391,7 @@ class DesEngine(GraphOutputs):
         # calls; a tick is about TICK_REQUESTS requests (a few tenths of a second).
         expected = self.demand.expected_total() / self.scale
         ticks = max(10, math.ceil(expected / TICK_REQUESTS))
-        self.env.process(self._clock(ticks, progress))
+        self.env.process(clock(self, ticks, progress))
         try:
             self.env.run(until=self.duration_s)
             self._advance_to(self.duration_s)

@@ -34,7 +34,6 @@ keeps the Recorder and the controls in step with it, read the same arrays.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 
 import numpy as np
@@ -42,7 +41,7 @@ import simpy
 
 from sim.analysis.metrics import COUNTERS, HIST_BUCKETS, Recorder
 from sim.engine.clients import RETRY_BUDGET_BURST, backoff_means
-from sim.engine.controls import start_controls
+from sim.engine.controls import clock, start_controls
 from sim.engine.fluid import service_quantiles
 from sim.engine.fluid_graph_kernel import (
     GF_BIN_S,
@@ -169,16 +168,7 @@ class FluidGraphEngine(GraphOutputs):
         self.controls_steps = 0
         self.interrupted = False
         self._capacities = None
-        entry, tiers = scenario.entry_tier, scenario.tier_specs
-        self.tiers = [entry, *(name for name in tiers if name != entry)]
-        self.station = {name: s for s, name in enumerate(self.tiers)}
-        routes = scenario.route_specs
-        self.routes = [route.name for route in routes]
-        self.call_rows = []
-        for route in routes:
-            first = sum(len(r) for r in self.call_rows)
-            self.call_rows.append(list(range(first, first + len(route.calls))))
-        self.end_users = [rows[0] for rows in self.call_rows]
+        self._lay_out(scenario)
         self.dt = slot_length(scenario)
         self.n_slots = max(1, math.ceil(self.duration_s / self.dt - 1e-9))
         self.slots_per_bin = round(meta.bin / self.dt)
@@ -300,9 +290,6 @@ class FluidGraphEngine(GraphOutputs):
         return out
 
     # -- controls' interface ---------------------------------------------------------------
-    def _tier_station(self, tier: str | None) -> int:
-        return self.station[tier] if tier is not None else 0
-
     def set_planned_servers(self, real_servers: float, tier: str | None = None) -> None:
         """Set the planned servers (real units) of a pool tier; faults still apply on top."""
         s = self._tier_station(tier)
@@ -401,27 +388,10 @@ class FluidGraphEngine(GraphOutputs):
         moved.sort(key=lambda h: h[0])
         return moved
 
-    def _clock(self, progress: Callable[[float], None] | None):
-        """The SimPy process that steps the fluid graph to each control instant, or to the next
-        of CLOCK_TICKS progress ticks (Ctrl-C and the progress bar act between steps)."""
-        env, end = self.env, self.duration_s
-        tick_s = end / CLOCK_TICKS
-        wall_last = time.monotonic()
-        while True:
-            tick = (math.floor(env.now / tick_s + 1e-9) + 1) * tick_s
-            target = min(env.peek(), tick, end)
-            self._advance_to(target)
-            if progress is not None and time.monotonic() - wall_last > 0.2:
-                wall_last = time.monotonic()
-                progress(target / end)
-            if target >= end:
-                return
-            yield env.timeout(target - env.now)
-
     def run(self, progress: Callable[[float], None] | None = None) -> float:
         """Step to the end (or to Ctrl-C); return the simulated time reached."""
         start_controls(self)
-        self.env.process(self._clock(progress))
+        self.env.process(clock(self, CLOCK_TICKS, progress))
         try:
             self.env.run(until=self.duration_s)
             self._advance_to(self.duration_s + self.dt)

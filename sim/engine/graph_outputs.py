@@ -46,6 +46,25 @@ from sim.engine.kernel_state import (
 class GraphOutputs:
     """The graph's outputs from an engine's per-bin arrays (see the module docstring)."""
 
+    def _lay_out(self, scenario) -> None:
+        """The graph as rows, the same in both engines: stations are the entry tier first
+        (station 0, the service as its users see it), then the other tiers in the file's
+        order; clients are one row per call of each route (`call_rows`, the end user's
+        first: `end_users`)."""
+        entry, tiers = scenario.entry_tier, scenario.tier_specs
+        self.tiers = [entry, *(name for name in tiers if name != entry)]
+        self.station = {name: s for s, name in enumerate(self.tiers)}
+        self.routes = [route.name for route in scenario.route_specs]
+        self.call_rows: list[list[int]] = []
+        for route in scenario.route_specs:
+            first = sum(len(r) for r in self.call_rows)
+            self.call_rows.append(list(range(first, first + len(route.calls))))
+        self.end_users = np.array([rows[0] for rows in self.call_rows])
+
+    def _tier_station(self, tier: str | None) -> int:
+        """The station a control names (None: the entry tier, station 0)."""
+        return self.station[tier] if tier is not None else 0
+
     def _tier_counts(self, s: int) -> np.ndarray:
         """Station s's per-bin counters (C_* rows, simulated units, closed bins): the sum over
         the clients that call it."""

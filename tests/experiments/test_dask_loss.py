@@ -17,41 +17,13 @@ import time
 from pathlib import Path
 
 import pytest
+from test_kill_resume import TINY  # the same tiny scenario: rows arrive one by one
 
 from sim.experiments.sweep import sweep
 
 distributed = pytest.importorskip("distributed", reason="the Dask tests need dask.distributed")
 pytestmark = pytest.mark.skipif(not hasattr(os, "killpg"), reason="needs POSIX process groups")
 
-# About 250,000 simulated requests: a few tenths of a second a run.
-TINY = """\
-[scenario]
-name = "tiny"
-duration = "2h"
-seed = 7
-bin = "1min"
-
-[arrivals]
-rate = "30/s"
-
-[[arrivals.surge]]
-at = "30min"
-duration = "20min"
-factor = 1.6
-
-[service]
-servers = 40
-time = { dist = "exponential", mean = "1s" }
-
-[client]
-timeout = "6s"
-retries = 2
-
-[slo]
-success_ratio = 0.95
-latency_p99 = "8s"
-min_duration = "1min"
-"""
 GRID = {"service.servers": [40, 44, 48, 52, 56, 60]}
 REPS = 2
 
