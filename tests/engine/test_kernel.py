@@ -21,6 +21,7 @@ import pytest
 from helpers import REPO, TESTS, queue_text
 
 import sim
+import sim.engine.controls
 import sim.engine.des
 import sim.model.workload
 import sim.run
@@ -237,7 +238,7 @@ def test_ctrl_c_stops_with_the_time_reached(monkeypatch) -> None:
     recorder = Recorder(40, 100.0)
     engine = DesEngine(scenario, demand, recorder)
     clock = iter(range(10**6))
-    monkeypatch.setattr(sim.engine.des.time, "monotonic", lambda: float(next(clock)))
+    monkeypatch.setattr(sim.engine.controls.time, "monotonic", lambda: float(next(clock)))
     calls = []
 
     def progress(share: float) -> None:
