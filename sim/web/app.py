@@ -258,6 +258,10 @@ def create_app(file: str | Path, runner: Runner | None = None, hosts=LOOPBACK_HO
     async def no_icon(request: Request) -> Response:
         return Response(status_code=204)
 
+    async def crashed(request: Request, err: Exception) -> Response:
+        # A bug, not the caller's fault: still a JSON answer (the server logs the traceback).
+        return _error(500, f"internal error: {type(err).__name__}: {err}")
+
     routes = [
         Route("/", page),
         Route("/favicon.ico", no_icon),
@@ -271,6 +275,7 @@ def create_app(file: str | Path, runner: Runner | None = None, hosts=LOOPBACK_HO
         routes=routes,
         middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=list(hosts))],
         lifespan=lifespan,
+        exception_handlers={Exception: crashed},
     )
     app.state.workbench = bench
     return app

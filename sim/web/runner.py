@@ -90,19 +90,27 @@ class _Worker:
         return self.ready
 
     def ask(self, job: Job) -> tuple[str, Any] | None:
-        """Send a job and wait for its answer; None when the process was ended meanwhile."""
+        """Send a job and wait for its answer; None when the process was ended meanwhile
+        (its end of the pipe closes, so the read ends with EOF)."""
         try:
             if not self.wait_ready():
                 return None
             self.connection.send(job)
             return self.connection.recv()
-        except (EOFError, OSError, BrokenPipeError):
+        except (EOFError, OSError):
             return None
 
-    def end(self) -> None:
+    def stop(self) -> None:
+        """End the process; safe from any thread, also while another one is in `ask`."""
         if self.process.is_alive():
             self.process.terminate()
         self.process.join(timeout=5)
+
+    def end(self) -> None:
+        """Stop the process and close the pipe: only by the thread that asks, or when no
+        thread does (closing a pipe under a reader frees its descriptor for reuse while
+        the read goes on, and the read may then return another pipe's bytes)."""
+        self.stop()
         self.connection.close()
 
 
@@ -140,6 +148,7 @@ class Runner:
         answer = worker.ask(job)
         with self._lock:
             if token != self._token or self._closed:
+                worker.end()  # stopped by whoever abandoned it; its pipe is closed here
                 return ("abandoned", None)
             self._current = self._current_job = None
             if answer is None:
@@ -159,7 +168,7 @@ class Runner:
 
     def _abandon_current(self) -> None:
         if self._current is not None:
-            self._current.end()
+            self._current.stop()  # the thread in its `ask` closes the pipe
             self._current = self._current_job = None
 
     def progress(self) -> dict[str, Any]:
@@ -177,7 +186,8 @@ class Runner:
         """End every worker process."""
         with self._lock:
             self._closed = True
-            for worker in (self._current, self._spare):
-                if worker is not None:
-                    worker.end()
+            if self._current is not None:
+                self._current.stop()  # the thread in its `ask` closes the pipe
+            if self._spare is not None:
+                self._spare.end()
             self._current = self._spare = None

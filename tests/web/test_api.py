@@ -156,6 +156,43 @@ def test_runner_drops_the_older_answer():
         runner.close()
 
 
+def test_abandoning_leaves_the_pipe_to_the_thread_that_reads_it():
+    """An abandon stops the worker but does not close the pipe another thread is reading:
+    a closed descriptor is reused by the next worker's pipe, and the read in flight then
+    takes that worker's bytes (a flood of runs once got a plain-text 500 this way)."""
+    runner = Runner()
+    try:
+        results = {}
+        slow = Job(str(MMC), {"scenario.duration": "40d"}, "des")
+        thread = threading.Thread(target=lambda: results.setdefault("slow", runner.run(slow)))
+        thread.start()
+        while not runner.progress()["running"]:
+            time.sleep(0.05)
+        reading = runner._current
+        runner.abandon()
+        assert not reading.process.is_alive()
+        assert not reading.connection.closed  # still the reading thread's
+        thread.join(timeout=60)
+        assert results["slow"] == ("abandoned", None)
+        assert reading.connection.closed  # closed by that thread once its read ended
+    finally:
+        runner.close()
+
+
+class _BrokenRunner(Runner):
+    def run(self, job: Job):
+        raise TypeError("a bug")
+
+
+def test_a_bug_is_still_answered_as_json():
+    """An exception no route expects gives a JSON 500 naming it, not a plain-text page."""
+    app = create_app(MMC, runner=_BrokenRunner())
+    with TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False) as client:
+        answer = client.post("/api/run", json={"overrides": {"service.servers": 12}})
+    assert answer.status_code == 500
+    assert answer.json()["error"] == "internal error: TypeError: a bug"
+
+
 def test_saved_text_keeps_comments_and_runs_anywhere(tmp_path):
     """The saved file is the original text with the overrides applied, its comments kept,
     its downloads CSV found from any folder; it loads as the overridden scenario."""
