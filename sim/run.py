@@ -128,9 +128,10 @@ def simulate(
     meta = scenario.scenario
     n_bins = max(1, math.ceil(meta.duration / meta.bin - 1e-9))
     recorder = Recorder(n_bins, meta.bin, meta.scale)
-    if meta.engine == "fluid" and scenario.has_graph:
+    if meta.engine == "fluid" and (scenario.has_graph or not unsupported(scenario)):
         engine = FluidGraphEngine(scenario, demand, recorder)
     elif meta.engine == "fluid":
+        # One pool with LIFO, `lifo_over`, `sojourn_limit` or throttling: the cohort engine.
         engine = FluidEngine(scenario, demand, recorder)
     else:
         engine = DesEngine(scenario, demand, recorder)

@@ -1,6 +1,7 @@
 """The fluid engine on a service graph: tiers, routes and calls as flows of request mass.
 
-`FluidGraphEngine` runs a scenario with several tiers or routes on the compiled fluid step of
+`FluidGraphEngine` runs a scenario with several tiers or routes (or a single pool, a graph of
+one, unless it uses what `unsupported` names: those go to `fluid.py`) on the compiled fluid step of
 `fluid_graph_kernel.py` (its docstring has the model of one attempt), and offers the same
 interface as the DES: the Recorder is filled with the service as its end users see it (the
 entry calls of every route), the per-tier and per-route figures come from the same
@@ -81,6 +82,7 @@ from sim.engine.fluid_graph_kernel import (
     SP_QUEUE,
     SP_QUEUE_LIMIT,
     SP_RATE,
+    SP_SCV,
     SP_SERVERS,
     SP_SLOWDOWN,
     SP_STARTED,
@@ -224,6 +226,8 @@ class FluidGraphEngine(GraphOutputs):
             values, weights = service_quantiles(tier.time, QUANTILES_EVEN, QUANTILES_TAIL)
             quantiles.append(values)
             sp[s, SP_MEAN_S] = tier.time.mean_s
+            scv = tier.time.second_moment_s2 / tier.time.mean_s**2 - 1
+            sp[s, SP_SCV] = scv / self.scale  # the real queue's spread (`wait_sd`)
             sp[s, SP_SLOWDOWN] = 1.0
             longest += float(values[-1]) * math.prod(
                 f.slowdown for f in scenario.faults if f.tier == name

@@ -12,7 +12,8 @@ A slot of `dt` seconds at a time (`advance_slots`), over arrays laid out by `Flu
   request's fate is counted in the bin of its mean first send and its latency is known.
 
 The model of one attempt arriving at a pool (fluid FIFO): it starts after the wait
-W = backlog / servers, holds a server for its own work (the tier's time, slowed by faults)
+W = backlog / servers (spread as a normal law around that mean by the randomness of the work
+queued ahead, `wait_sd`), holds a server for its own work (the tier's time, slowed by faults)
 and, in a sync route, for its call below; its caller's outcome is decided when it arrives,
 from the state of the tiers below as last computed (`summarise`): the call below succeeds
 (with its own retries) with probability P_ok after a mean D_ok, or fails after D_fail. The
@@ -100,10 +101,12 @@ N_SM = 5
     SP_IN_FLIGHT,
     SP_CARRY,
     SP_ADMIT,
-) = range(20)
-N_SP = 20
+    SP_SCV,
+) = range(21)
+N_SP = 21
 # SP_CARRY: attempts holding a server past the slot they started in; SP_ADMIT: the share of
-# this slot's attempts the station admits (`room`).
+# this slot's attempts the station admits (`room`); SP_SCV: the squared coefficient of
+# variation of the tier's service time over the run's scale (`wait_sd`).
 # -- delayed masses -------------------------------------------------------------------------
 EV_OK, EV_ERROR, EV_TIMEOUT, EV_RETRY = range(4)
 N_EVK = 4
@@ -118,6 +121,10 @@ N_PD = 5
 POOL_REL = 0.02  # a third of a histogram bucket (ratio 1.059)
 # A call below never holds its caller longer than this (no servers and no timeout below).
 LONGEST_S = 1e9
+# Gauss-Hermite nodes and weights (probabilists', weights summing to 1) for the mean of a
+# function of a normal wait (`timely`): exact for polynomials up to degree 13.
+WAIT_NODES = (-3.75043972, -2.36675941, -1.15440539, 0.0, 1.15440539, 2.36675941, 3.75043972)
+WAIT_WEIGHTS = (0.00054827, 0.03075712, 0.24012318, 0.45714286, 0.24012318, 0.03075712, 0.00054827)
 
 FluidGraphState = namedtuple(
     "FluidGraphState",
@@ -181,6 +188,33 @@ def service_cdf(f, s, x):
 
 
 @compiled
+def wait_sd(f, s):
+    """The spread of the wait behind station s's queue: the n attempts ahead leave after
+    their summed work over the c servers, whose standard deviation is sqrt(n x SCV) x the
+    mean work / c. Counted in real attempts and servers (n and c simulated, times the
+    scale: SP_SCV holds SCV / scale), so the answer is the real system's at any scale. It
+    matters where the mean wait is within a few of those of the timeout (a small pool
+    behind a long queue): the attempts that happen to wait less still succeed."""
+    sp = f.sp[s]
+    if sp[SP_PROVIDER] != 0 or sp[SP_SERVERS] <= 0 or sp[SP_QUEUE] <= 0:
+        return 0.0
+    return math.sqrt(sp[SP_QUEUE] * sp[SP_SCV]) * sp[SP_MEAN_S] * sp[SP_SLOWDOWN] / sp[SP_SERVERS]
+
+
+@compiled
+def timely(f, s, limit_s, wait, sd, slow):
+    """P(wait + S <= limit_s) for station s's service time S (slowed by `slow`) behind a
+    wait of mean `wait` and standard deviation `sd` (normal, never below zero)."""
+    if sd <= 1e-9 * max(1.0, wait):
+        return service_cdf(f, s, (limit_s - wait) / slow)
+    total = 0.0
+    for i in range(len(WAIT_NODES)):
+        w = max(0.0, wait + WAIT_NODES[i] * sd)
+        total += WAIT_WEIGHTS[i] * service_cdf(f, s, (limit_s - w) / slow)
+    return total
+
+
+@compiled
 def ring_slot(f, now_slot, t_s):
     """The ring row of the slot `t_s` falls in: never this slot, never past the ring."""
     slot = int(math.floor(t_s / f.gf[GF_DT]))
@@ -219,8 +253,9 @@ def summarise(f, c):
     elif math.isinf(timeout):
         p_ok, p_err = p_child, 1.0 - p_child
     else:
-        p_ok = p_child * service_cdf(f, s, (timeout - wait - d_ok) / slow)
-        p_err = (1.0 - p_child) * service_cdf(f, s, (timeout - wait - d_fail) / slow)
+        sd = wait_sd(f, s)
+        p_ok = p_child * timely(f, s, timeout - d_ok, wait, sd, slow)
+        p_err = (1.0 - p_child) * timely(f, s, timeout - d_fail, wait, sd, slow)
     ok = (1.0 - refused) * p_ok
     err = (1.0 - refused) * p_err
     late = max(0.0, 1.0 - refused - ok - err)
@@ -479,8 +514,9 @@ def schedule(f, c, s, slot, t_s, b, admitted):
     if math.isinf(wait):
         p_ok = p_err = 0.0
     elif finite:
-        p_ok = p_child * service_cdf(f, s, (timeout - wait - d_ok) / slow)
-        p_err = (1.0 - p_child) * service_cdf(f, s, (timeout - wait - d_fail) / slow)
+        sd = wait_sd(f, s)
+        p_ok = p_child * timely(f, s, timeout - d_ok, wait, sd, slow)
+        p_err = (1.0 - p_child) * timely(f, s, timeout - d_fail, wait, sd, slow)
     else:
         p_ok, p_err = p_child, 1.0 - p_child
     p_late = max(0.0, 1.0 - p_ok - p_err)
