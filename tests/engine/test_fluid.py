@@ -119,6 +119,18 @@ def test_below_capacity_nothing_waits_and_utilisation_is_offered_load() -> None:
     assert summary["latency_s"]["p99"] == pytest.approx(-math.log(0.01), rel=0.03)
 
 
+@pytest.mark.parametrize("timeout", ["4s", "3s", "7s"])
+def test_a_hold_of_a_fraction_of_slots_takes_its_own_server_time(timeout: str) -> None:
+    """With a timeout the slot is a tenth of it (0.4, 0.3, 0.7 s), so a 1 s service spans 2.5,
+    3.33 or 1.43 slots: the servers it frees count from its mean end, not rounded up to a
+    slot (which made 88% load 106% at 0.4 s slots, and the run a retry storm)."""
+    extra = f'[client]\ntimeout = "{timeout}"\n'
+    summary = _fluid(_pool("88/s", 100, "1h", "1min", extra)).summary
+    assert summary["queue"]["max"] == pytest.approx(0.0, abs=1e-6)
+    assert summary["utilization"] == pytest.approx(0.88, rel=1e-3)
+    assert summary["amplification"] < 1.02
+
+
 def test_abandoned_work_still_takes_the_servers() -> None:
     """In overload with a timeout and fifo, clients give up while the servers keep working on
     their requests: goodput falls to zero though every server is busy. `drop_expired` skips
