@@ -38,7 +38,7 @@ import math
 from collections import namedtuple
 
 from sim.analysis.metrics import HIST_BUCKETS, HIST_EDGES, HIST_MIN_S
-from sim.engine.kernel_jit import compiled
+from sim.engine.kernel_jit import compiled, compiled_inline
 from sim.engine.kernel_state import (
     AR_BUSY,
     AR_CAPACITY,
@@ -159,7 +159,7 @@ FluidGraphState = namedtuple(
 )
 
 
-@compiled
+@compiled_inline
 def service_cdf(f, s, x):
     """P(S <= x) for station s's (unslowed) service time: between two quantiles its tail
     P(S > x) is interpolated log-linearly (exact for an exponential tail), as the
@@ -187,7 +187,7 @@ def service_cdf(f, s, x):
     return 1.0 - math.exp(math.log(tail_low) + ratio * (math.log(tail_high) - math.log(tail_low)))
 
 
-@compiled
+@compiled_inline
 def wait_sd(f, s):
     """The spread of the wait behind station s's queue: the n attempts ahead leave after
     their summed work over the c servers, whose standard deviation is sqrt(n x SCV) x the
@@ -201,7 +201,7 @@ def wait_sd(f, s):
     return math.sqrt(sp[SP_QUEUE] * sp[SP_SCV]) * sp[SP_MEAN_S] * sp[SP_SLOWDOWN] / sp[SP_SERVERS]
 
 
-@compiled
+@compiled_inline
 def timely(f, s, limit_s, wait, sd, slow):
     """P(wait + S <= limit_s) for station s's service time S (slowed by `slow`) behind a
     wait of mean `wait` and standard deviation `sd` (normal, never below zero)."""
@@ -214,7 +214,7 @@ def timely(f, s, limit_s, wait, sd, slow):
     return total
 
 
-@compiled
+@compiled_inline
 def ring_slot(f, now_slot, t_s):
     """The ring row of the slot `t_s` falls in: never this slot, never past the ring."""
     slot = int(math.floor(t_s / f.gf[GF_DT]))
@@ -223,14 +223,14 @@ def ring_slot(f, now_slot, t_s):
     return slot % ring
 
 
-@compiled
+@compiled_inline
 def fate_bin(f, mass, moment):
     """The bin of a mass's mean first-send time."""
     b = int(moment / mass / f.gf[GF_BIN_S]) if mass > 0 else 0
     return min(max(b, 0), f.gi[GI_N_BINS] - 1)
 
 
-@compiled
+@compiled_inline
 def summarise(f, c):
     """Row c's call as its caller sees it, from its tier's state now and the rows below:
     the share refused at once, P(success after its retries), the mean duration of a
@@ -255,7 +255,9 @@ def summarise(f, c):
     else:
         sd = wait_sd(f, s)
         p_ok = p_child * timely(f, s, timeout - d_ok, wait, sd, slow)
-        p_err = (1.0 - p_child) * timely(f, s, timeout - d_fail, wait, sd, slow)
+        p_err = 0.0
+        if p_child < 1.0:
+            p_err = (1.0 - p_child) * timely(f, s, timeout - d_fail, wait, sd, slow)
     ok = (1.0 - refused) * p_ok
     err = (1.0 - refused) * p_err
     late = max(0.0, 1.0 - refused - ok - err)
@@ -283,7 +285,7 @@ def summarise(f, c):
     f.sm[c, SM_D_ALL] = p_total * f.sm[c, SM_D_OK] + (1.0 - p_total) * f.sm[c, SM_D_FAIL]
 
 
-@compiled
+@compiled_inline
 def fail_tries(f, c, k, mass, moment, t_s, slot, b):
     """Try class k of row c failed at `t_s`: retried after its mean backoff delay where the
     client has tries (and budget) left, otherwise the call fails for good."""
@@ -307,7 +309,7 @@ def fail_tries(f, c, k, mass, moment, t_s, slot, b):
             f.gi[GI_CLIENT_LO] = lo
 
 
-@compiled
+@compiled_inline
 def note_latency(f, c, k, mass, base_s, limit_s, slow, fresh_bin, server):
     """Latencies of `mass` attempts of try class k that start their work at `base_s` after
     their client's first send and succeed within `limit_s` of work, for the end user's
@@ -379,7 +381,7 @@ def spread(f, c, mass, base_s, limit_s, slow, fresh_bin, server):
             f.ro_f[r, ROF_LATENCY_SUM] += weight * latency
 
 
-@compiled
+@compiled_inline
 def room(f, s):
     """The share of this slot's attempts at station s (past its error rate) that it admits,
     the same for every route that calls it: a provider, what its bucket holds; a pool, what
@@ -428,7 +430,7 @@ def room(f, s):
     sp[SP_ADMIT] = share
 
 
-@compiled
+@compiled_inline
 def admit(f, c, slot, t_s, b):
     """Row c's attempts of this slot (in `offered`) reach its tier: refused at once (error,
     full queue, rate limit) or admitted, their outcomes scheduled."""
@@ -480,7 +482,7 @@ def drop_late(f, c, slot, t_s, b, mass_dropped, share):
         f.offered[c, k, 0], f.offered[c, k, 1] = mass * (1.0 - share), moment * (1.0 - share)
 
 
-@compiled
+@compiled_inline
 def schedule(f, c, s, slot, t_s, b, admitted):
     """Admitted attempts of row c: their wait, work, call below and outcomes."""
     sp = f.sp[s]
@@ -516,7 +518,9 @@ def schedule(f, c, s, slot, t_s, b, admitted):
     elif finite:
         sd = wait_sd(f, s)
         p_ok = p_child * timely(f, s, timeout - d_ok, wait, sd, slow)
-        p_err = (1.0 - p_child) * timely(f, s, timeout - d_fail, wait, sd, slow)
+        p_err = 0.0
+        if p_child < 1.0:
+            p_err = (1.0 - p_child) * timely(f, s, timeout - d_fail, wait, sd, slow)
     else:
         p_ok, p_err = p_child, 1.0 - p_child
     p_late = max(0.0, 1.0 - p_ok - p_err)
@@ -570,7 +574,7 @@ def schedule(f, c, s, slot, t_s, b, admitted):
             f.gi[GI_SERVER_LO] = at
 
 
-@compiled
+@compiled_inline
 def holding_s(f, c):
     """How long row c's attempt holds a server of its tier: its own work, slowed by faults,
     and in a sync route its call below (that call's mean duration as it stands now)."""
@@ -582,7 +586,7 @@ def holding_s(f, c):
     return hold
 
 
-@compiled
+@compiled_inline
 def serve(f, s, slot, t_s):
     """Pool s starts queued attempts with its free server time in this slot, every row's
     queue in the same proportion (one FIFO); an attempt holds its server for
@@ -633,7 +637,7 @@ def serve(f, s, slot, t_s):
     return min(sp[SP_SERVERS], carried + used / dt)
 
 
-@compiled
+@compiled_inline
 def due(f, c, slot, t_s, b):
     """What falls due for row c in this slot: successes, error answers, timeouts (which may
     be retried) and the retries whose backoff ends, which join this slot's attempts."""
@@ -735,8 +739,10 @@ def advance_slots(f, end_slot):
     f.gi[GI_SLOT] = max(f.gi[GI_SLOT], end_slot)
 
 
-@compiled
+@compiled_inline
 def summarise_all(f):
-    """`summarise` every row, callees before their callers (the order reversed)."""
+    """`summarise` every row that has a caller (an end user's row has none to read it),
+    callees before their callers (the order reversed)."""
     for i in range(f.order.shape[0] - 1, -1, -1):
-        summarise(f, f.order[i])
+        if f.rw[f.order[i], RW_END_USER] == 0.0:
+            summarise(f, f.order[i])
