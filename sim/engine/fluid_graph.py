@@ -41,6 +41,7 @@ import numpy as np
 import simpy
 
 from sim.analysis.metrics import COUNTERS, HIST_BUCKETS, Recorder
+from sim.analysis.theory import ServiceLaw
 from sim.engine.clients import RETRY_BUDGET_BURST, backoff_means
 from sim.engine.controls import clock, start_controls
 from sim.engine.fluid import service_quantiles
@@ -230,8 +231,7 @@ class FluidGraphEngine(GraphOutputs):
             values, weights = service_quantiles(tier.time, QUANTILES_EVEN, QUANTILES_TAIL)
             quantiles.append(values)
             sp[s, SP_MEAN_S] = tier.time.mean_s
-            scv = tier.time.second_moment_s2 / tier.time.mean_s**2 - 1
-            sp[s, SP_SCV] = scv / self.scale  # the real queue's spread (`wait_sd`)
+            sp[s, SP_SCV] = ServiceLaw.of(tier.time).scv / self.scale  # real units: `wait_sd`
             sp[s, SP_SLOWDOWN] = 1.0
             longest += float(values[-1]) * math.prod(
                 f.slowdown for f in scenario.faults if f.tier == name

@@ -215,6 +215,19 @@ def timely(f, s, limit_s, wait, sd, slow):
 
 
 @compiled_inline
+def in_time(f, s, timeout, wait, slow, p_child, d_ok, d_fail):
+    """An attempt at station s behind `wait` (mean; `wait_sd` spreads it), with a finite
+    timeout: P(its work and a successful call below end in time), P(they end in time with
+    the call failed), the call below succeeding with probability `p_child`."""
+    sd = wait_sd(f, s)
+    p_ok = p_child * timely(f, s, timeout - d_ok, wait, sd, slow)
+    p_err = 0.0
+    if p_child < 1.0:
+        p_err = (1.0 - p_child) * timely(f, s, timeout - d_fail, wait, sd, slow)
+    return p_ok, p_err
+
+
+@compiled_inline
 def ring_slot(f, now_slot, t_s):
     """The ring row of the slot `t_s` falls in: never this slot, never past the ring."""
     slot = int(math.floor(t_s / f.gf[GF_DT]))
@@ -253,11 +266,7 @@ def summarise(f, c):
     elif math.isinf(timeout):
         p_ok, p_err = p_child, 1.0 - p_child
     else:
-        sd = wait_sd(f, s)
-        p_ok = p_child * timely(f, s, timeout - d_ok, wait, sd, slow)
-        p_err = 0.0
-        if p_child < 1.0:
-            p_err = (1.0 - p_child) * timely(f, s, timeout - d_fail, wait, sd, slow)
+        p_ok, p_err = in_time(f, s, timeout, wait, slow, p_child, d_ok, d_fail)
     ok = (1.0 - refused) * p_ok
     err = (1.0 - refused) * p_err
     late = max(0.0, 1.0 - refused - ok - err)
@@ -516,11 +525,7 @@ def schedule(f, c, s, slot, t_s, b, admitted):
     if math.isinf(wait):
         p_ok = p_err = 0.0
     elif finite:
-        sd = wait_sd(f, s)
-        p_ok = p_child * timely(f, s, timeout - d_ok, wait, sd, slow)
-        p_err = 0.0
-        if p_child < 1.0:
-            p_err = (1.0 - p_child) * timely(f, s, timeout - d_fail, wait, sd, slow)
+        p_ok, p_err = in_time(f, s, timeout, wait, slow, p_child, d_ok, d_fail)
     else:
         p_ok, p_err = p_child, 1.0 - p_child
     p_late = max(0.0, 1.0 - p_ok - p_err)

@@ -138,16 +138,23 @@ def test_stale_run_is_abandoned(mmc_client):
     assert not stale_worker.process.is_alive()  # stopped, not left to finish on a core
 
 
+def _start_slow_run(runner: Runner) -> tuple[threading.Thread, dict]:
+    """A 40-day M/M/10 run (seconds) asked in a thread, once the runner has it going; its
+    answer lands in the dict under "slow"."""
+    results = {}
+    slow = Job(str(MMC), {"scenario.duration": "40d"}, "des")
+    thread = threading.Thread(target=lambda: results.setdefault("slow", runner.run(slow)))
+    thread.start()
+    while not runner.progress()["running"]:
+        time.sleep(0.05)
+    return thread, results
+
+
 def test_runner_drops_the_older_answer():
     """Runner level: the older job's caller is told it was abandoned, the newer one runs."""
     runner = Runner()
     try:
-        results = {}
-        slow = Job(str(MMC), {"scenario.duration": "40d"}, "des")
-        thread = threading.Thread(target=lambda: results.setdefault("slow", runner.run(slow)))
-        thread.start()
-        while not runner.progress()["running"]:
-            time.sleep(0.05)
+        thread, results = _start_slow_run(runner)
         kind, payload = runner.run(Job(str(MMC), {}, "des"))
         thread.join(timeout=60)
         assert results["slow"] == ("abandoned", None)
@@ -162,12 +169,7 @@ def test_abandoning_leaves_the_pipe_to_the_thread_that_reads_it():
     takes that worker's bytes (a flood of runs once got a plain-text 500 this way)."""
     runner = Runner()
     try:
-        results = {}
-        slow = Job(str(MMC), {"scenario.duration": "40d"}, "des")
-        thread = threading.Thread(target=lambda: results.setdefault("slow", runner.run(slow)))
-        thread.start()
-        while not runner.progress()["running"]:
-            time.sleep(0.05)
+        thread, results = _start_slow_run(runner)
         reading = runner._current
         runner.abandon()
         assert not reading.process.is_alive()
