@@ -126,7 +126,7 @@ MAX_DT_S = 2.0
 # Ten slots per timeout: a full queue's refuse-and-retry loop turns on backoff delays under a
 # timeout, and a retry falls due a slot later at least. With four, the reference month with
 # +100%/day planner growth stayed down at the step that ends the DES's outage (34.2 h
-# against the DES's 10.4 h at scale 100 and 250); at 10, 20 and 40 the answers agree.
+# against the DES's 10.4 h at scale 100 and 250); at 10 and 40 it gives 10.2 h.
 SLOTS_PER_TIMEOUT = 10
 MIN_RING_SLOTS, MAX_RING_SLOTS = 4096, 1 << 17
 CLOCK_TICKS = 200  # steps of the clock between controls: the progress bar's resolution
