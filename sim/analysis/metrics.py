@@ -91,6 +91,13 @@ def histogram_percentiles(counts: np.ndarray, quantiles: tuple[float, ...]) -> l
 def percentile_rows(counts: np.ndarray, quantiles: tuple[float, ...]) -> np.ndarray:
     """`histogram_percentiles` of each row of a (rows, HIST_BUCKETS) array at once: (rows, q),
     NaN for an empty row."""
+    # Only the buckets some row uses (a run's latencies span a few of the 11 decades): the same
+    # cumulative counts, for less work.
+    used = np.flatnonzero(counts.any(axis=0))
+    if not len(used):
+        return np.full((len(counts), len(quantiles)), np.nan)
+    low = used[0]
+    counts = counts[:, low : used[-1] + 1]
     cumulative = np.cumsum(counts, axis=1)
     total = cumulative[:, -1:]
     rank = np.asarray(quantiles)[None, :] * total
@@ -101,8 +108,8 @@ def percentile_rows(counts: np.ndarray, quantiles: tuple[float, ...]) -> np.ndar
     inside_count = counts[rows, index]
     with np.errstate(divide="ignore", invalid="ignore"):
         inside = np.where(inside_count > 0, (rank - before) / inside_count, 0.5)
-    low = HIST_EDGES[index]
-    out = low * (HIST_EDGES[index + 1] / low) ** np.clip(inside, 0.0, 1.0)
+    edge = HIST_EDGES[low + index]
+    out = edge * (HIST_EDGES[low + index + 1] / edge) ** np.clip(inside, 0.0, 1.0)
     out[total[:, 0] <= 0] = np.nan
     return out
 
@@ -121,6 +128,13 @@ def bucket_counts(latencies_s, weights=None) -> np.ndarray:
     return np.bincount(bucket_index(latencies_s), weights=weights, minlength=HIST_BUCKETS)
 
 
+# Latencies already bucketed, for many bins at once: the bins (ascending), their counts on
+# HIST_EDGES (one row each, weighted), and each row's sum and maximum (seconds).
+Histograms = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+NO_BINS = np.zeros(0, dtype=np.int64)
+NO_HISTOGRAMS: Histograms = (NO_BINS, np.zeros((0, HIST_BUCKETS)), np.zeros(0), np.zeros(0))
+
+
 class LatencyBins:
     """Latency histograms by bin, each kept only until its bin is settled.
 
@@ -132,7 +146,9 @@ class LatencyBins:
     def __init__(self, n_bins: int) -> None:
         self.n_bins = n_bins
         self._pct = np.full((n_bins, len(QUANTILES)), np.nan)
-        self._settling: list[tuple[int, np.ndarray]] = []  # settled, percentiles still to do
+        # Settled bins whose percentiles are still to do: chunks of (bins, histogram rows).
+        self._settling: list[tuple[np.ndarray, np.ndarray]] = []
+        self._settling_rows = 0
         self.open: dict[int, np.ndarray] = {}
         self.settled = np.zeros(n_bins, dtype=bool)
         self.hist = np.zeros(HIST_BUCKETS)  # settled bins, summed
@@ -188,6 +204,44 @@ class LatencyBins:
         self.max_s = max(self.max_s, float(max_s))
         self._fold(b, counts)
 
+    def merge(self, histograms: Histograms, settle: np.ndarray) -> None:
+        """Add per-bin histograms (`Histograms`: bins ascending), then settle the bins `settle`
+        (ascending): what `add_histogram` for each and `settle` for each would do, in a few
+        numpy passes. A bin settled now whose histogram arrives whole here (not open already,
+        not twice) goes straight to its percentiles, never into `open`."""
+        bins, counts, sums, maxes = histograms
+        masses = counts.sum(axis=1)
+        full = masses > 0
+        if not full.all():
+            bins, counts, sums, maxes = bins[full], counts[full], sums[full], maxes[full]
+            masses = masses[full]
+        if len(bins):
+            if self.settled[bins].any():
+                late = int(bins[self.settled[bins]][0])
+                raise ValueError(f"latency added to bin {late} after it was settled")
+            self.count += float(masses.sum())
+            self.total_s += float(sums.sum())
+            self.max_s = max(self.max_s, float(maxes.max()))
+        single = np.ones(len(bins), dtype=bool)
+        single[1:] = bins[1:] != bins[:-1]
+        single[:-1] &= bins[:-1] != bins[1:]
+        now = np.zeros(self.n_bins, dtype=bool)
+        now[settle] = True
+        now[list(self.open)] = False
+        direct = single & now[bins]
+        for b, row in zip(bins[~direct].tolist(), counts[~direct], strict=True):
+            self._fold(b, row)
+        settling = [(b, self.open.pop(b)) for b in settle.tolist() if b in self.open]
+        rows_bins = bins[direct]
+        rows = counts[direct]
+        if settling:
+            rows_bins = np.concatenate([rows_bins, [b for b, _ in settling]]).astype(np.int64)
+            rows = np.concatenate([rows, np.stack([h for _, h in settling])])
+        if len(rows_bins):
+            self.hist += rows.sum(axis=0)
+            self._defer(rows_bins, rows)
+        self.settled[settle] = True
+
     def _fold(self, b: int, counts: np.ndarray) -> None:
         hist = self.open.get(b)
         if hist is None:
@@ -205,15 +259,21 @@ class LatencyBins:
         hist = self.open.pop(b, None)
         if hist is not None:
             self.hist += hist
-            self._settling.append((b, hist))
-            if len(self._settling) >= SETTLE_BATCH:
-                self._settle_pending()
+            self._defer(np.array([b]), hist[None, :])
+
+    def _defer(self, bins: np.ndarray, rows: np.ndarray) -> None:
+        """Settled bins' histograms, their percentiles computed with the next batch."""
+        self._settling.append((bins, rows))
+        self._settling_rows += len(bins)
+        if self._settling_rows >= SETTLE_BATCH:
+            self._settle_pending()
 
     def _settle_pending(self) -> None:
         if self._settling:
-            bins = [b for b, _ in self._settling]
-            self._pct[bins] = percentile_rows(np.stack([h for _, h in self._settling]), QUANTILES)
-            self._settling = []
+            bins = np.concatenate([b for b, _ in self._settling])
+            rows = np.concatenate([h for _, h in self._settling])
+            self._pct[bins] = percentile_rows(rows, QUANTILES)
+            self._settling, self._settling_rows = [], 0
 
     @property
     def pct(self) -> np.ndarray:
@@ -317,26 +377,36 @@ class Recorder:
                 client.settle(k)
         self.closed_bins = b + 1
 
-    def close_bins(self, first: int, end: int, queue, busy, servers, server=(), client=()):
+    def close_bins(
+        self,
+        first: int,
+        end: int,
+        queue,
+        busy,
+        servers,
+        server: Histograms = NO_HISTOGRAMS,
+        client: Histograms = NO_HISTOGRAMS,
+    ) -> None:
         """`close_bin` for bins first..end-1 (the snapshots as sequences), for an engine that
-        hands over many closed bins together, with the per-bin histograms `server` and
-        `client` ((bin, counts, sum_s, max_s), bins ascending) folded in as their bins close:
-        each client bin is settled as soon as its requests are decided, so open histograms
-        span a request's life, not the copy. Histograms of bins after `end - 1` are added
-        after the last close."""
-        i = j = 0
-        for b in range(first, end):
-            while i < len(server) and server[i][0] <= b:
-                self.add_server_histogram(*server[i])
-                i += 1
-            while j < len(client) and client[j][0] <= b:
-                self.add_client_histogram(*client[j])
-                j += 1
-            self.close_bin(b, queue[b - first], busy[b - first], servers[b - first])
-        for histogram in server[i:]:
-            self.add_server_histogram(*histogram)
-        for histogram in client[j:]:
-            self.add_client_histogram(*histogram)
+        hands over many closed bins together, with their latencies as `Histograms` (server
+        latencies by completion bin, client latencies by fresh bin). The closed bins' server
+        histograms settle; so does every client bin before `end` whose fresh requests are all
+        decided (the counters are up to date when an engine closes bins), so open client
+        histograms span a request's life, not the copy. Histograms of later bins stay open."""
+        self.queue_end[first:end] = queue
+        self.busy_end[first:end] = busy
+        self.servers_end[first:end] = servers
+        self.server_latency.merge(server, np.arange(first, end))
+        fresh, ok, failed = self.fresh, self.fresh_ok, self.fresh_failed
+        candidates = set(self.client_latency.open)
+        candidates.update(client[0][client[0] < end].tolist())
+        decided = [
+            k
+            for k in sorted(candidates)
+            if k < end and fresh[k] - ok[k] - failed[k] <= DECIDED_REL * fresh[k]
+        ]
+        self.client_latency.merge(client, np.array(decided, dtype=np.int64))
+        self.closed_bins = max(self.closed_bins, end)
 
     def add_event(self, t_s: float, kind: str, label: str) -> None:
         """Note a control action (capacity change, fault, surge) for charts and reports."""

@@ -25,7 +25,7 @@ from collections.abc import Callable
 import numpy as np
 import simpy
 
-from sim.analysis.metrics import COUNTERS, HIST_BUCKETS, Recorder
+from sim.analysis.metrics import COUNTERS, HIST_BUCKETS, NO_HISTOGRAMS, Histograms, Recorder
 from sim.engine.clients import JITTER_CODES, RETRY_BUDGET_BURST, THROTTLE_SLOTS
 from sim.engine.controls import clock, start_controls
 from sim.engine.graph_outputs import GraphOutputs
@@ -122,20 +122,15 @@ REFILL_BELOW = RAND0 // 4
 TICK_REQUESTS = 500_000
 
 
-Histogram = tuple[int, np.ndarray, float, float]  # (bin, counts on HIST_EDGES, sum_s, max_s)
-
-
-def _histograms(codes: np.ndarray, sums: np.ndarray, maxes: np.ndarray) -> list[Histogram]:
+def _histograms(codes: np.ndarray, sums: np.ndarray, maxes: np.ndarray) -> Histograms:
     """The kernel's latency records (codes bin · HIST_BUCKETS + bucket) as per-bin histograms,
     bins ascending, with each bin's sum and maximum; those bins' sums and maxima are reset."""
     low, high = int(codes.min()) // HIST_BUCKETS, int(codes.max()) // HIST_BUCKETS + 1
     flat = np.bincount(codes - low * HIST_BUCKETS, minlength=(high - low) * HIST_BUCKETS)
-    counts = flat.reshape(high - low, HIST_BUCKETS).astype(np.float64)
-    bins = low + np.flatnonzero(counts.any(axis=1))
-    out = [
-        (b, counts[b - low], s, m)
-        for b, s, m in zip(bins.tolist(), sums[bins].tolist(), maxes[bins].tolist(), strict=True)
-    ]
+    counts = flat.reshape(high - low, HIST_BUCKETS)
+    filled = np.flatnonzero(counts.any(axis=1))
+    bins = low + filled
+    out = (bins, counts[filled].astype(np.float64), sums[bins].copy(), maxes[bins].copy())
     sums[bins], maxes[bins] = 0.0, -math.inf
     return out
 
@@ -281,25 +276,19 @@ class DesEngine(GraphOutputs):
             k = grow_lanes(k)
         self.k = k
         if max(k.si[SI_LAT_CLIENT_N], k.si[SI_LAT_SERVER_N]) > k.lat_code.shape[1] // 2:
-            self._flush_latencies()
+            # The latency buffer is half full: hand everything over, closing the bins the
+            # kernel has closed (their histograms then settle at once, never held open).
+            self._sync()
 
-    def _take_latencies(self) -> tuple[list[Histogram], list[Histogram]]:
+    def _take_latencies(self) -> tuple[Histograms, Histograms]:
         """The buffered latency records as per-bin histograms (server, client), buffers emptied."""
         k, out = self.k, []
         for row, index in ((LAT_SERVER, SI_LAT_SERVER_N), (LAT_CLIENT, SI_LAT_CLIENT_N)):
             n = k.si[index]
             codes = k.lat_code[row, :n]
-            out.append(_histograms(codes, k.lat_sum[row], k.lat_max[row]) if n else [])
+            out.append(_histograms(codes, k.lat_sum[row], k.lat_max[row]) if n else NO_HISTOGRAMS)
             k.si[index] = 0
         return out[0], out[1]
-
-    def _flush_latencies(self) -> None:
-        """Hand every buffered latency to the Recorder (the kernel's buffer is half full)."""
-        server, client = self._take_latencies()
-        for histogram in server:
-            self.recorder.add_server_histogram(*histogram)
-        for histogram in client:
-            self.recorder.add_client_histogram(*histogram)
 
     def _sync(self) -> None:
         """Copy into the Recorder what changed since the last copy and close the bins the
@@ -388,9 +377,10 @@ class DesEngine(GraphOutputs):
         """Simulate to the end (or to Ctrl-C); return the simulated time reached."""
         start_controls(self)
         # Ticks: for the progress bar and Ctrl-C, which the compiled kernel only sees between
-        # calls; a tick is about TICK_REQUESTS requests (a few tenths of a second).
+        # calls; a tick is about TICK_REQUESTS requests (a few tenths of a second). Each tick
+        # also hands the closed bins to the Recorder, so a short run takes one.
         expected = self.demand.expected_total() / self.scale
-        ticks = max(10, math.ceil(expected / TICK_REQUESTS))
+        ticks = max(1, math.ceil(expected / TICK_REQUESTS))
         self.env.process(clock(self, ticks, progress))
         try:
             self.env.run(until=self.duration_s)

@@ -40,7 +40,7 @@ from collections.abc import Callable
 import numpy as np
 import simpy
 
-from sim.analysis.metrics import COUNTERS, HIST_BUCKETS, Recorder
+from sim.analysis.metrics import COUNTERS, HIST_BUCKETS, NO_HISTOGRAMS, Histograms, Recorder
 from sim.analysis.theory import ServiceLaw
 from sim.engine.clients import RETRY_BUDGET_BURST, backoff_means
 from sim.engine.controls import clock, start_controls
@@ -369,32 +369,30 @@ class FluidGraphEngine(GraphOutputs):
         recorder.wait_sum = float(sp[SP_WAIT_SUM])
 
     @staticmethod
-    def _histograms(hist: np.ndarray, sums: np.ndarray, low: int, high: int) -> list:
-        """Rows low..high-1 of a per-bin histogram array as (bin, counts, sum, max), emptied."""
-        out = []
+    def _histograms(hist: np.ndarray, sums: np.ndarray, low: int, high: int) -> Histograms:
+        """Rows low..high-1 of a per-bin histogram array as `Histograms`, those rows emptied."""
         if high <= low:
-            return out
-        filled = low + np.flatnonzero(hist[low:high].any(axis=1))
-        for b in filled.tolist():
-            out.append((b, hist[b].copy(), float(sums[b, 0]), float(sums[b, 1])))
-            hist[b] = 0.0
-            sums[b] = 0.0
+            return NO_HISTOGRAMS
+        bins = low + np.flatnonzero(hist[low:high].any(axis=1))
+        out = (bins, hist[bins], sums[bins, 0], sums[bins, 1])
+        hist[bins] = 0.0
+        sums[bins] = 0.0
         return out
 
-    def _client_histograms(self, low: int, current: int) -> list:
+    def _client_histograms(self, low: int, current: int) -> Histograms:
         """The end users' latencies recorded since the last copy, by fresh bin; a bin the
         Recorder has settled passes them to the next open one (as the single-pool engine)."""
         f = self.f
-        out = self._histograms(f.client_hist, f.client_sum, low, current + 1)
+        bins, counts, sums, maxes = self._histograms(f.client_hist, f.client_sum, low, current + 1)
         settled = self.recorder.client_latency.settled
-        moved = []
-        for b, counts, total, top in out:
+        moved = bins.copy()
+        for i, b in enumerate(bins.tolist()):
             while b < current and settled[b]:
                 b += 1
-            if not settled[b]:
-                moved.append((b, counts, total, top))
-        moved.sort(key=lambda h: h[0])
-        return moved
+            moved[i] = b
+        keep = ~settled[moved]
+        order = np.argsort(moved[keep], kind="stable")
+        return tuple(x[keep][order] for x in (moved, counts, sums, maxes))
 
     def run(self, progress: Callable[[float], None] | None = None) -> float:
         """Step to the end (or to Ctrl-C); return the simulated time reached."""

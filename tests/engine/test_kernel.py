@@ -235,6 +235,7 @@ def test_ctrl_c_stops_with_the_time_reached(monkeypatch) -> None:
     text = queue_text(rate_rps=5.0, servers=2, mean_s=0.3, duration_s=4000.0, bin_s=100.0)
     scenario = parse_scenario(text)
     demand = sim.model.workload.Demand(scenario)
+    monkeypatch.setattr(sim.engine.des, "TICK_REQUESTS", demand.expected_total() / 9.5)  # 10
     recorder = Recorder(40, 100.0)
     engine = DesEngine(scenario, demand, recorder)
     clock = iter(range(10**6))
@@ -260,7 +261,9 @@ def test_run_reaches_a_duration_that_ticks_do_not_divide(monkeypatch) -> None:
     assert (10 * duration_s) / 10 != duration_s
     text = queue_text(rate_rps=2.0, servers=2, mean_s=0.5, duration_s=duration_s)
     scenario = parse_scenario(text)
-    engine = DesEngine(scenario, sim.model.workload.Demand(scenario), Recorder(10, duration_s / 10))
+    demand = sim.model.workload.Demand(scenario)
+    monkeypatch.setattr(sim.engine.des, "TICK_REQUESTS", demand.expected_total() / 9.5)  # 10
+    engine = DesEngine(scenario, demand, Recorder(10, duration_s / 10))
     steps = 0
     step = engine.env.step
 
