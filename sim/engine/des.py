@@ -26,7 +26,7 @@ import numpy as np
 import simpy
 
 from sim.analysis.metrics import COUNTERS, HIST_BUCKETS, NO_HISTOGRAMS, Histograms, Recorder
-from sim.engine.clients import JITTER_CODES, RETRY_BUDGET_BURST, THROTTLE_SLOTS
+from sim.engine.clients import JITTER_CODES, JITTER_NONE, RETRY_BUDGET_BURST, THROTTLE_SLOTS
 from sim.engine.controls import clock, start_controls
 from sim.engine.graph_outputs import GraphOutputs
 from sim.engine.kernel import REACHED, advance, next_arrival
@@ -101,6 +101,7 @@ from sim.engine.kernel_state import (
     STF_TOKENS,
     STF_WAIT_SUM,
     UNBOUNDED_SERVERS,
+    UNFILLED,
     KernelState,
     grow_attempts,
     grow_heap,
@@ -186,8 +187,17 @@ class DesEngine(GraphOutputs):
                 cl[CL_ASYNC] = 1.0 if route.mode == "async" else 0.0
                 cl[CL_ROUTE] = r
         self.k.si[SI_ROUTE_LATENCY] = 1 if scenario.has_graph else 0
+        cl_f, st_f = self.k.cl_f, self.k.st_f
+        can_draw = {
+            R_JITTER: bool(((cl_f[:, CL_RETRIES] > 0) & (cl_f[:, CL_JITTER] != JITTER_NONE)).any()),
+            R_ERRORS: bool((st_f[:, STF_ERROR_RATE] > 0).any()),
+            R_THROTTLE: bool((cl_f[:, CL_HAS_THROTTLE] != 0).any()),
+        }
         for stream in self.draws:
-            self._refill(stream)
+            if can_draw.get(stream, True):
+                self._refill(stream)
+            else:
+                self.k.rand_n[stream] = UNFILLED
         for r in range(len(routes)):
             next_arrival(self.k, r)
 
@@ -251,9 +261,18 @@ class DesEngine(GraphOutputs):
             cl[CL_SLOT_S] = client.throttle_window / THROTTLE_SLOTS
 
     # -- keeping the kernel supplied -------------------------------------------------------
+    def _check_unfilled(self) -> None:
+        """An engine's bug made loud: the kernel drew from a stream the run never filled."""
+        k = self.k
+        for stream in np.flatnonzero((k.rand_n == UNFILLED) & (k.rand_pos != 0)).tolist():
+            raise RuntimeError(f"the kernel drew from random stream {stream}, never filled")
+
     def _refill(self, stream: int) -> None:
         """A full block for a random stream, the numbers not yet used kept at its front."""
         k = self.k
+        if k.rand_n[stream] == UNFILLED:
+            self._check_unfilled()
+            k.rand_n[stream] = 0
         pos, n = k.rand_pos[stream], k.rand_n[stream]
         left = n - pos
         k.rand[stream, :left] = k.rand[stream, pos:n].copy()
@@ -263,8 +282,12 @@ class DesEngine(GraphOutputs):
     def _service(self) -> None:
         """Refill, grow or empty whatever the kernel is short of."""
         k = self.k
+        self._check_unfilled()
         for stream in self.draws:
-            if k.rand_n[stream] - k.rand_pos[stream] < REFILL_BELOW:
+            if (
+                k.rand_n[stream] != UNFILLED
+                and k.rand_n[stream] - k.rand_pos[stream] < REFILL_BELOW
+            ):
                 self._refill(stream)
         if k.si[SI_FREE_N] < len(k.att_i) // 4:
             k = grow_attempts(k, len(k.att_i))
@@ -294,6 +317,7 @@ class DesEngine(GraphOutputs):
         """Copy into the Recorder what changed since the last copy and close the bins the
         kernel closed, in order; each bin's latencies arrive just before its close, so the
         Recorder holds open histograms only for bins whose requests are still in flight."""
+        self._check_unfilled()
         k, recorder = self.k, self.recorder
         low, high = k.si[SI_DIRTY_LO], k.si[SI_BIN] + 1
         # The service's counters are its end users': the entry calls of every route.
@@ -350,6 +374,8 @@ class DesEngine(GraphOutputs):
         self.fault_factor[s] = capacity_factor
         self.k.st_f[s, STF_SLOWDOWN] = slowdown
         self.k.st_f[s, STF_ERROR_RATE] = 1 - (1 - self.error_base[s]) * (1 - error_rate)
+        if self.k.st_f[s, STF_ERROR_RATE] > 0 and self.k.rand_n[R_ERRORS] == UNFILLED:
+            self._refill(R_ERRORS)
         if self.k.st_i[s, ST_PROVIDER] == 0:
             self._pool_changed(s, now)
         else:

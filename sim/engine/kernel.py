@@ -108,6 +108,7 @@ from sim.engine.kernel_state import (
     STF_SLOWDOWN,
     STF_SOJOURN_S,
     STF_WAIT_SUM,
+    UNFILLED,
     WAITING,
 )
 from sim.engine.kernel_store import (
@@ -385,7 +386,10 @@ def safe_steps(k):
         room = min(room, k.lane_id.shape[1] - k.lane_len[c])
     room = min(room, k.lat_code.shape[1] - max(k.si[SI_LAT_CLIENT_N], k.si[SI_LAT_SERVER_N]))
     for stream in range(len(k.rand_n)):
-        room = min(room, k.rand_n[stream] - k.rand_pos[stream])
+        # A stream left unfilled counts as a block of its row's length: a draw from it by
+        # mistake stays inside the array, and the driver sees it.
+        n = k.rand_n[stream] if k.rand_n[stream] != UNFILLED else k.rand.shape[1]
+        room = min(room, n - k.rand_pos[stream])
     return room // STEP_MAX
 
 

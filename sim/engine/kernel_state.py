@@ -137,6 +137,9 @@ N_EV = 2
 
 # -- random streams ------------------------------------------------------------------------
 R_JITTER, R_ERRORS, R_THROTTLE, R_ARRIVAL, R_SERVICE = range(5)
+# `rand_n` of a stream the run never draws from (no jitter, no errors, no throttling): it gets
+# no block and does not limit the kernel's steps; the driver fills it once it may be drawn.
+UNFILLED = -1
 
 # -- per-bin results -----------------------------------------------------------------------
 # The C_* rows are the Recorder's COUNTERS, in its order.

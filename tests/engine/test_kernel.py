@@ -278,6 +278,31 @@ def test_run_reaches_a_duration_that_ticks_do_not_divide(monkeypatch) -> None:
     assert engine.k.sf[ks.SF_NOW] == duration_s
 
 
+def test_a_stream_never_filled_is_never_drawn_silently() -> None:
+    """A run without errors, jitter or throttling gives those streams no random block; a
+    fault's error rate fills the error stream when it strikes (so the fault's errors are
+    drawn, about its share), and a kernel drawing from a stream still unfilled is an error,
+    never zeros taken for random numbers."""
+    text = queue_text(rate_rps=20.0, servers=4, mean_s=0.1, duration_s=600.0, bin_s=60.0)
+    scenario = parse_scenario(text)
+    demand = sim.model.workload.Demand(scenario)
+    engine = DesEngine(scenario, demand, Recorder(10, 60.0))
+    unfilled = [ks.R_JITTER, ks.R_ERRORS, ks.R_THROTTLE]
+    assert (engine.k.rand_n[unfilled] == ks.UNFILLED).all()
+    engine.k.st_f[0, ks.STF_ERROR_RATE] = 0.5  # an error rate set behind the driver's back
+    with pytest.raises(RuntimeError, match="never filled"):
+        engine.run()
+
+    faulted = parse_scenario(
+        text + '\n[[faults]]\nat = "5min"\nduration = "5min"\nerror_rate = 0.5\n'
+    )
+    summary = sim.simulate(faulted).summary
+    attempts, rejected = summary["requests"]["attempts"], summary["requests"]["rejected"]
+    # Half the attempts of the run's second half: a 99.9% binomial interval around 1/4.
+    share, sd = rejected / attempts, math.sqrt(0.25 * 0.75 / attempts)
+    assert abs(share - 0.25) < 3.3 * sd + 0.01
+
+
 def test_latency_bucket_is_exact_on_the_histogram_edges() -> None:
     """The kernel's bucket (a guess from the float's exponent, then a walk on the edges) puts
     every latency in the bucket of HIST_EDGES that holds it, right at the edges too, and
