@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 
 from sim.analysis.metrics import HIST_BUCKETS, HIST_EDGES, HIST_MIN_S, HIST_PER_DECADE
-from sim.engine.kernel_jit import compiled
 from sim.engine.kernel_state import (
     A_BACKOFF_S,
     A_CLIENT,
@@ -69,6 +68,7 @@ from sim.engine.kernel_state import (
     STF_TOKENS,
     STF_TOKENS_T,
 )
+from sim.jit import compiled
 
 LOG10_HIST_MIN = math.log10(HIST_MIN_S)
 LOG10_2 = math.log10(2.0)

@@ -17,7 +17,9 @@ from sim.analysis.metrics import (
     HIST_EDGES,
     TIMESERIES_COLUMNS,
     Recorder,
+    bucket_counts,
     histogram_percentiles,
+    percentile_rows,
 )
 
 QUANTILES = (0.5, 0.95, 0.99)
@@ -82,6 +84,38 @@ def test_any_sample_percentile_lies_within_one_bucket(values: list[float], q: fl
     rank = max(math.ceil(q * len(values)), 1) - 1
     exact = ordered[rank]
     assert exact / BUCKET_RATIO <= estimate <= exact * BUCKET_RATIO
+
+
+def test_percentile_rows_match_a_search_on_each_rows_cumulative_counts() -> None:
+    """The compiled walk gives, to the last bit, what a plain search gives: the first bucket
+    whose cumulative count reaches q · total, and a geometric interpolation inside it; on
+    counts and on weighted masses, empty rows, one-bucket rows and the end buckets."""
+    rng = np.random.default_rng(7)
+    rows = [bucket_counts(rng.exponential(1.0, int(rng.integers(1, 2000)))) for _ in range(60)]
+    rows += [bucket_counts(10 ** rng.uniform(-5, 6, 50), rng.uniform(0, 3, 50)) for _ in range(60)]
+    for _ in range(20):
+        one, ends = np.zeros(len(HIST_EDGES) - 1), np.zeros(len(HIST_EDGES) - 1)
+        one[rng.integers(0, len(one))] = rng.integers(1, 5)
+        ends[0], ends[-1] = 1.0, rng.uniform(0.1, 100.0)
+        rows += [one, ends, np.zeros(len(one))]
+    rows = np.stack(rows)
+    for quantiles in [(0.5, 0.95, 0.99), (0.0, 0.25, 1.0), (0.001,)]:
+        expected = np.full((len(rows), len(quantiles)), np.nan)
+        for r, counts in enumerate(rows):
+            cumulative = np.cumsum(counts)
+            total = cumulative[-1]
+            for i, q in enumerate(quantiles):
+                rank = q * total
+                j = min(int(np.searchsorted(cumulative, rank, side="left")), len(counts) - 1)
+                before = cumulative[j - 1] if j > 0 else 0.0
+                inside = (rank - before) / counts[j] if counts[j] > 0 else 0.5
+                low, high = float(HIST_EDGES[j]), float(HIST_EDGES[j + 1])
+                if total > 0:
+                    expected[r, i] = low * (high / low) ** min(max(float(inside), 0.0), 1.0)
+        got = percentile_rows(rows, quantiles)
+        assert np.array_equal(got, expected, equal_nan=True), quantiles
+    with pytest.raises(ValueError, match="ascend"):
+        percentile_rows(rows, (0.99, 0.5))
 
 
 def test_histogram_percentiles_of_nothing_are_nan() -> None:

@@ -25,8 +25,9 @@ import sim.engine.controls
 import sim.engine.des
 import sim.model.workload
 import sim.run
+from sim import jit
 from sim.analysis.metrics import HIST_BUCKETS, HIST_EDGES, Recorder
-from sim.engine import clients, kernel_clients, kernel_jit, kernel_store
+from sim.engine import clients, kernel_clients, kernel_store
 from sim.engine import kernel_state as ks
 from sim.engine.des import DesEngine
 from sim.io import summary_json
@@ -127,7 +128,7 @@ def _fingerprint_in_child(job: str, jit: str) -> str:
 
 
 @pytest.mark.skipif(
-    not kernel_jit.JIT and os.environ.get("OUTAGE_SIM_JIT") != "0",
+    not jit.JIT and os.environ.get("OUTAGE_SIM_JIT") != "0",
     reason="numba is not importable",
 )
 @pytest.mark.parametrize(

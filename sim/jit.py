@@ -1,4 +1,5 @@
-"""How the kernel is compiled: numba's `njit`, its on-disk cache, and the plain-Python fallback.
+"""How compiled code is compiled (the kernel, and the Recorder's percentiles): numba's `njit`,
+its on-disk cache, and the plain-Python fallback.
 
 `compiled(function)` compiles with numba when it is importable and `OUTAGE_SIM_JIT` is not
 "0"; otherwise the function stays ordinary Python (same results, slower). Two choices:
@@ -6,10 +7,11 @@
 * No reference counting (`_nrt=False`): kernel functions take the whole state, a tuple of
   arrays, and with numba's runtime on every call increfs and decrefs each array (measured: the
   compiled M/M/c kernel ran several times slower). They never allocate, so they need no runtime.
-* A cache keyed on every kernel module: numba's own cache checks only the file a function is
-  defined in, so editing an index constant in `kernel_state.py` would leave stale machine code
-  in the cache of `kernel.py`. `_KernelCacheLocator` stamps each entry with a hash of all the
-  kernel's sources instead (set `OUTAGE_SIM_JIT_CACHE=0` to compile afresh every run).
+* A cache keyed on every module compiled code depends on: numba's own cache checks only the
+  file a function is defined in, so editing an index constant in `kernel_state.py` would leave
+  stale machine code in the cache of `kernel.py`. `_KernelCacheLocator` stamps each entry with a
+  hash of all of `KERNEL_SOURCES` instead (set `OUTAGE_SIM_JIT_CACHE=0` to compile afresh every
+  run).
 """
 
 from __future__ import annotations
@@ -27,17 +29,20 @@ except ImportError:  # numba is optional: the same code then runs as plain Pytho
 
 JIT = numba is not None and os.environ.get("OUTAGE_SIM_JIT", "1") != "0"
 CACHE = os.environ.get("OUTAGE_SIM_JIT_CACHE", "1") != "0"
-HERE = Path(__file__).resolve().parent
+SIM = Path(__file__).resolve().parent
+# Every file whose code or constants compiled functions use: the kernel's, the histogram's
+# edges (analysis/metrics.py) and this one (the compile options).
 KERNEL_SOURCES = tuple(
-    HERE / name
+    SIM / name
     for name in (
-        "clients.py",
-        "kernel_jit.py",
-        "kernel_state.py",
-        "kernel_store.py",
-        "kernel_clients.py",
-        "kernel.py",
-        "fluid_graph_kernel.py",
+        "jit.py",
+        "analysis/metrics.py",
+        "engine/clients.py",
+        "engine/kernel_state.py",
+        "engine/kernel_store.py",
+        "engine/kernel_clients.py",
+        "engine/kernel.py",
+        "engine/fluid_graph_kernel.py",
     )
 )
 
