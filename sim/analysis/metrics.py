@@ -245,8 +245,7 @@ class LatencyBins:
         for b, row in zip(bins[~direct].tolist(), counts[~direct], strict=True):
             self._fold(b, row)
         settling = [(b, self.open.pop(b)) for b in settle.tolist() if b in self.open]
-        rows_bins = bins[direct]
-        rows = counts[direct]
+        rows_bins, rows = (bins, counts) if direct.all() else (bins[direct], counts[direct])
         if settling:
             rows_bins = np.concatenate([rows_bins, [b for b, _ in settling]]).astype(np.int64)
             rows = np.concatenate([rows, np.stack([h for _, h in settling])])
@@ -275,7 +274,11 @@ class LatencyBins:
             self._defer(np.array([b]), hist[None, :])
 
     def _defer(self, bins: np.ndarray, rows: np.ndarray) -> None:
-        """Settled bins' histograms, their percentiles computed with the next batch."""
+        """Settled bins' histograms, their percentiles computed with the next batch (a large
+        one at once: copying it into a batch would cost more than the percentiles)."""
+        if len(bins) >= SETTLE_BATCH:
+            self._pct[bins] = percentile_rows(rows, QUANTILES)
+            return
         self._settling.append((bins, rows))
         self._settling_rows += len(bins)
         if self._settling_rows >= SETTLE_BATCH:
@@ -283,8 +286,10 @@ class LatencyBins:
 
     def _settle_pending(self) -> None:
         if self._settling:
-            bins = np.concatenate([b for b, _ in self._settling])
-            rows = np.concatenate([h for _, h in self._settling])
+            bins, rows = self._settling[0]
+            if len(self._settling) > 1:
+                bins = np.concatenate([b for b, _ in self._settling])
+                rows = np.concatenate([h for _, h in self._settling])
             self._pct[bins] = percentile_rows(rows, QUANTILES)
             self._settling, self._settling_rows = [], 0
 

@@ -111,7 +111,7 @@ from sim.engine.kernel_state import (
     new_state,
     queue_room,
 )
-from sim.engine.kernel_store import close_bin, touch
+from sim.engine.kernel_store import close_bin, count_codes, touch
 from sim.model.fields import Tier
 from sim.model.scenario import Client, Scenario, Service
 from sim.model.workload import Demand, service_time_draw
@@ -127,11 +127,13 @@ def _histograms(codes: np.ndarray, sums: np.ndarray, maxes: np.ndarray) -> Histo
     """The kernel's latency records (codes bin · HIST_BUCKETS + bucket) as per-bin histograms,
     bins ascending, with each bin's sum and maximum; those bins' sums and maxima are reset."""
     low, high = int(codes.min()) // HIST_BUCKETS, int(codes.max()) // HIST_BUCKETS + 1
-    flat = np.bincount(codes - low * HIST_BUCKETS, minlength=(high - low) * HIST_BUCKETS)
-    counts = flat.reshape(high - low, HIST_BUCKETS)
+    counts = np.zeros((high - low, HIST_BUCKETS))
+    count_codes(codes, low * HIST_BUCKETS, counts.reshape(-1))
     filled = np.flatnonzero(counts.any(axis=1))
     bins = low + filled
-    out = (bins, counts[filled].astype(np.float64), sums[bins].copy(), maxes[bins].copy())
+    if len(filled) < len(counts):
+        counts = counts[filled]
+    out = (bins, counts, sums[bins].copy(), maxes[bins].copy())
     sums[bins], maxes[bins] = 0.0, -math.inf
     return out
 

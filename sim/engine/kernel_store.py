@@ -203,6 +203,14 @@ def record_latency(lat_code, lat_sum, lat_max, si, row, value_s, b):
     si[n_index] = n + 1
 
 
+@compiled
+def count_codes(codes, offset, flat):
+    """Count latency records into a flat (bins · HIST_BUCKETS) histogram array: record
+    `code` adds one at `code - offset` (numpy's bincount, without its temporaries)."""
+    for i in range(len(codes)):
+        flat[codes[i] - offset] += 1.0
+
+
 # -- the attempt table ---------------------------------------------------------------------
 @compiled
 def new_attempt(att_f, att_i, si, client, first_t, tries, backoff_s, fresh_bin, parent):
