@@ -276,10 +276,12 @@ def heap_pop(heap_t, heap_i, si):
                 break
             tc = heap_t[child]
             if child + 1 < n:
+                # Which child is earlier is a coin toss: selected without a branch (bitwise
+                # tests, a select), since a mispredicted branch per level costs more.
                 tr = heap_t[child + 1]
-                if tr < tc or (tr == tc and heap_i[child + 1, H_SEQ] < heap_i[child, H_SEQ]):
-                    child += 1
-                    tc = tr
+                right = (tr < tc) | ((tr == tc) & (heap_i[child + 1, H_SEQ] < heap_i[child, H_SEQ]))
+                child += right
+                tc = min(tc, tr)
             if t < tc or (t == tc and seq < heap_i[child, H_SEQ]):
                 break
             heap_t[i] = tc
