@@ -318,11 +318,12 @@ def test_interrupted_run_writes_what_it_has_and_exits_130(
 
     def advance_then_interrupt(k, until_s):
         calls["n"] += 1
-        if calls["n"] == 5:  # the run takes at least 10 ticks
+        if calls["n"] == 5:  # the run takes 20 ticks
             raise KeyboardInterrupt
         return real_advance(k, until_s)
 
     monkeypatch.setattr(des, "advance", advance_then_interrupt)
+    monkeypatch.setattr(des, "TICK_REQUESTS", 5 * 600 / 19.5)  # 3,000 requests in 20 ticks
     out = tmp_path / "o"
     result = _invoke("run", write_scenario(GOOD), "--out", out, "--no-charts", "-q")
     assert result.exit_code == 130
