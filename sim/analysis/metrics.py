@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sim.jit import compiled
+from sim.jit import JIT, compiled
 
 COUNTERS = (
     "fresh",
@@ -86,7 +86,8 @@ TIMESERIES_COLUMNS = (
 
 
 def histogram_percentiles(counts: np.ndarray, quantiles: tuple[float, ...]) -> list[float]:
-    """Quantiles from log-bucket counts, interpolated geometrically inside the bucket."""
+    """Quantiles (ascending) from log-bucket counts, interpolated geometrically inside the
+    bucket."""
     return percentile_rows(np.asarray(counts, dtype=float)[None, :], quantiles)[0].tolist()
 
 
@@ -97,8 +98,33 @@ def percentile_rows(counts: np.ndarray, quantiles: tuple[float, ...]) -> np.ndar
     if list(quantiles) != sorted(quantiles):
         raise ValueError(f"quantiles must ascend, got {quantiles}")
     counts = np.ascontiguousarray(counts, dtype=np.float64)
+    if not JIT:
+        return percentile_rows_plain(counts, quantiles)
     out = np.empty((len(counts), len(quantiles)))
     _percentiles_into(counts, np.asarray(quantiles, dtype=np.float64), HIST_EDGES, out)
+    return out
+
+
+def percentile_rows_plain(counts: np.ndarray, quantiles: tuple[float, ...]) -> np.ndarray:
+    """`percentile_rows` without numba, the same bytes: numpy passes over the whole array
+    (the compiled walk as plain Python took 45 times as long on 256 rows), with the power
+    taken one number at a time, because numpy's vectorised power can differ from the C
+    library's in the last bit."""
+    cumulative = np.cumsum(counts, axis=1)
+    total = cumulative[:, -1:]
+    rank = np.asarray(quantiles)[None, :] * total
+    # The first bucket whose running count reaches the rank (the last at most).
+    index = np.minimum((cumulative[:, None, :] < rank[:, :, None]).sum(axis=2), counts.shape[1] - 1)
+    rows = np.arange(len(counts))[:, None]
+    before = np.where(index > 0, cumulative[rows, index - 1], 0.0)
+    inside_count = counts[rows, index]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inside = np.clip(np.where(inside_count > 0, (rank - before) / inside_count, 0.5), 0, 1)
+    low = HIST_EDGES[index]
+    ratio = HIST_EDGES[index + 1] / low
+    power = [r**e for r, e in zip(ratio.ravel().tolist(), inside.ravel().tolist(), strict=True)]
+    out = low * np.array(power).reshape(ratio.shape)
+    out[total[:, 0] <= 0] = np.nan
     return out
 
 
@@ -264,9 +290,9 @@ class LatencyBins:
     def settle(self, b: int) -> None:
         """Bin b will receive no more latencies: keep its percentiles, free its histogram.
 
-        Percentiles are computed for many settled bins at once (one numpy pass over up to
-        SETTLE_BATCH histograms), since bins settle one by one and per-bin numpy calls cost more
-        than the arithmetic."""
+        Percentiles are computed for many settled bins at once (one call over a batch of at
+        least SETTLE_BATCH histograms, or at the first read), since bins settle one by one and
+        a call per bin costs more than the arithmetic."""
         self.settled[b] = True
         hist = self.open.pop(b, None)
         if hist is not None:
@@ -328,7 +354,8 @@ class Recorder:
     latencies through `add_client_latencies` / `add_server_latencies` (or the pre-bucketed
     `add_*_histogram`) and call `close_bin(b, ...)` once per bin, in order, with the state at
     the bin's end. Latencies must be added before the `close_bin` that ends their bin (server)
-    or decides their request (client): see `close_bin`.
+    or decides their request (client): see `close_bin`. An engine that closes many bins at a
+    time hands them over with `close_bins`, their latencies as `Histograms` arrays.
     """
 
     def __init__(self, n_bins: int, bin_s: float, scale: float = 1.0) -> None:
@@ -416,8 +443,10 @@ class Recorder:
         self.servers_end[first:end] = servers
         self.server_latency.merge(server, np.arange(first, end))
         fresh, ok, failed = self.fresh, self.fresh_ok, self.fresh_failed
+        # The client bins that hold latencies (open ones, or arriving now) may settle.
         candidates = set(self.client_latency.open)
-        candidates.update(client[0][client[0] < end].tolist())
+        arriving = (client[0] < end) & (client[1].sum(axis=1) > 0)
+        candidates.update(client[0][arriving].tolist())
         decided = [
             k
             for k in sorted(candidates)

@@ -121,18 +121,19 @@ ENTRY = 0  # the station (and client) of today's single pool: a graph of one
 # full: each refill or growth then buys many thousands of kernel steps.
 REFILL_BELOW = RAND0 // 4
 TICK_REQUESTS = 500_000
+TICK_BINS = 1_000  # and at most about this many bins: what a hand-over holds as histograms
 
 
 def _histograms(codes: np.ndarray, sums: np.ndarray, maxes: np.ndarray) -> Histograms:
     """The kernel's latency records (codes bin · HIST_BUCKETS + bucket) as per-bin histograms,
     bins ascending, with each bin's sum and maximum; those bins' sums and maxima are reset."""
-    low, high = int(codes.min()) // HIST_BUCKETS, int(codes.max()) // HIST_BUCKETS + 1
-    counts = np.zeros((high - low, HIST_BUCKETS))
-    count_codes(codes, low * HIST_BUCKETS, counts.reshape(-1))
-    filled = np.flatnonzero(counts.any(axis=1))
-    bins = low + filled
-    if len(filled) < len(counts):
-        counts = counts[filled]
+    record_bins = codes // HIST_BUCKETS
+    low = int(record_bins.min())
+    present = np.zeros(int(record_bins.max()) - low + 1, dtype=bool)
+    present[record_bins - low] = True
+    bins = low + np.flatnonzero(present)
+    counts = np.zeros((len(bins), HIST_BUCKETS))  # a row for each bin with records only
+    count_codes(codes, low, np.cumsum(present) - 1, counts)
     out = (bins, counts, sums[bins].copy(), maxes[bins].copy())
     sums[bins], maxes[bins] = 0.0, -math.inf
     return out
@@ -303,7 +304,7 @@ class DesEngine(GraphOutputs):
         if max(k.si[SI_LAT_CLIENT_N], k.si[SI_LAT_SERVER_N]) > k.lat_code.shape[1] // 2:
             # The latency buffer is half full: hand everything over, closing the bins the
             # kernel has closed (their histograms then settle at once, never held open).
-            self._sync()
+            self._sync(amid_events=True)
 
     def _take_latencies(self) -> tuple[Histograms, Histograms]:
         """The buffered latency records as per-bin histograms (server, client), buffers emptied."""
@@ -315,10 +316,13 @@ class DesEngine(GraphOutputs):
             k.si[index] = 0
         return out[0], out[1]
 
-    def _sync(self) -> None:
-        """Copy into the Recorder what changed since the last copy and close the bins the
-        kernel closed, in order; each bin's latencies arrive just before its close, so the
-        Recorder holds open histograms only for bins whose requests are still in flight."""
+    def _sync(self, amid_events: bool = False) -> None:
+        """Copy into the Recorder what changed since the last copy, with the latencies
+        recorded since, and close the bins the kernel closed: the Recorder then holds open
+        histograms only for bins whose requests are still in flight. `amid_events`: the
+        kernel stopped inside an instant's events (its buffers ran short), so the last bin
+        stays open even once closed, because the rest of an instant at the run's end still
+        lands in it."""
         self._check_unfilled()
         k, recorder = self.k, self.recorder
         low, high = k.si[SI_DIRTY_LO], k.si[SI_BIN] + 1
@@ -333,6 +337,8 @@ class DesEngine(GraphOutputs):
         k.si[SI_DIRTY_LO] = k.si[SI_BIN]
         server, client = self._take_latencies()
         first, end = recorder.closed_bins, int(k.si[SI_CLOSED])
+        if amid_events:
+            end = min(end, int(k.si[SI_N_BINS]) - 1)
         areas, snaps = k.areas[ENTRY, :, first:end], k.snaps[ENTRY, :, first:end]
         recorder.busy_area[first:end] = areas[AR_BUSY].tolist()
         recorder.queue_area[first:end] = areas[AR_QUEUE].tolist()
@@ -405,10 +411,12 @@ class DesEngine(GraphOutputs):
         """Simulate to the end (or to Ctrl-C); return the simulated time reached."""
         start_controls(self)
         # Ticks: for the progress bar and Ctrl-C, which the compiled kernel only sees between
-        # calls; a tick is about TICK_REQUESTS requests (a few tenths of a second). Each tick
-        # also hands the closed bins to the Recorder, so a short run takes one.
+        # calls; a tick is at most about TICK_REQUESTS requests (a few tenths of a second) and
+        # TICK_BINS bins. Each tick hands the closed bins to the Recorder, so a short run
+        # takes one.
         expected = self.demand.expected_total() / self.scale
-        ticks = max(1, math.ceil(expected / TICK_REQUESTS))
+        n_bins = self.recorder.n_bins
+        ticks = max(1, math.ceil(expected / TICK_REQUESTS), math.ceil(n_bins / TICK_BINS))
         self.env.process(clock(self, ticks, progress))
         try:
             self.env.run(until=self.duration_s)

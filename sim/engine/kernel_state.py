@@ -138,7 +138,8 @@ N_EV = 2
 # -- random streams ------------------------------------------------------------------------
 R_JITTER, R_ERRORS, R_THROTTLE, R_ARRIVAL, R_SERVICE = range(5)
 # `rand_n` of a stream the run never draws from (no jitter, no errors, no throttling): it gets
-# no block and does not limit the kernel's steps; the driver fills it once it may be drawn.
+# no block (the kernel's step count treats it as a full one, so a draw by mistake stays inside
+# its row); the driver fills it once it may be drawn, and raises if it was drawn unfilled.
 UNFILLED = -1
 
 # -- per-bin results -----------------------------------------------------------------------

@@ -204,11 +204,13 @@ def record_latency(lat_code, lat_sum, lat_max, si, row, value_s, b):
 
 
 @compiled
-def count_codes(codes, offset, flat):
-    """Count latency records into a flat (bins · HIST_BUCKETS) histogram array: record
-    `code` adds one at `code - offset` (numpy's bincount, without its temporaries)."""
+def count_codes(codes, low_bin, row_of, counts):
+    """Count latency records into per-bin histogram rows: a record of bin b and bucket j adds
+    one to counts[row_of[b - low_bin], j] (numpy's bincount, without its temporaries and
+    without a row for every bin between the records')."""
     for i in range(len(codes)):
-        flat[codes[i] - offset] += 1.0
+        b, j = divmod(codes[i], HIST_BUCKETS)
+        counts[row_of[b - low_bin], j] += 1.0
 
 
 # -- the attempt table ---------------------------------------------------------------------
