@@ -111,7 +111,7 @@ from sim.engine.kernel_state import (
     new_state,
     queue_room,
 )
-from sim.engine.kernel_store import close_bin, count_codes, touch
+from sim.engine.kernel_store import close_bin, count_codes, mark_bins, touch
 from sim.model.fields import Tier
 from sim.model.scenario import Client, Scenario, Service
 from sim.model.workload import Demand, service_time_draw
@@ -127,13 +127,14 @@ TICK_BINS = 1_000  # and at most about this many bins: what a hand-over holds as
 def _histograms(codes: np.ndarray, sums: np.ndarray, maxes: np.ndarray) -> Histograms:
     """The kernel's latency records (codes bin · HIST_BUCKETS + bucket) as per-bin histograms,
     bins ascending, with each bin's sum and maximum; those bins' sums and maxima are reset."""
-    record_bins = codes // HIST_BUCKETS
-    low = int(record_bins.min())
-    present = np.zeros(int(record_bins.max()) - low + 1, dtype=bool)
-    present[record_bins - low] = True
-    bins = low + np.flatnonzero(present)
+    low, high = int(codes.min()) // HIST_BUCKETS, int(codes.max()) // HIST_BUCKETS + 1
+    row_of = np.zeros(high - low, dtype=np.int64)
+    mark_bins(codes, low, row_of)
+    filled = np.flatnonzero(row_of)
+    row_of[filled] = np.arange(len(filled))
+    bins = low + filled
     counts = np.zeros((len(bins), HIST_BUCKETS))  # a row for each bin with records only
-    count_codes(codes, low, np.cumsum(present) - 1, counts)
+    count_codes(codes, low, row_of, counts)
     out = (bins, counts, sums[bins].copy(), maxes[bins].copy())
     sums[bins], maxes[bins] = 0.0, -math.inf
     return out

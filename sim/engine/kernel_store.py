@@ -204,6 +204,13 @@ def record_latency(lat_code, lat_sum, lat_max, si, row, value_s, b):
 
 
 @compiled
+def mark_bins(codes, low_bin, marks):
+    """marks[b - low_bin] = 1 for each bin b that latency records `codes` fall in."""
+    for i in range(len(codes)):
+        marks[codes[i] // HIST_BUCKETS - low_bin] = 1
+
+
+@compiled
 def count_codes(codes, low_bin, row_of, counts):
     """Count latency records into per-bin histogram rows: a record of bin b and bucket j adds
     one to counts[row_of[b - low_bin], j] (numpy's bincount, without its temporaries and
