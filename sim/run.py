@@ -20,6 +20,7 @@ from sim.analysis.warnings import scenario_warnings
 from sim.engine.des import DesEngine
 from sim.engine.fluid import FluidEngine
 from sim.engine.fluid_graph import FluidGraphEngine, unsupported
+from sim.engine.kernel_store import percentile_rows
 from sim.errors import RunTooLargeError, ScenarioError
 from sim.model.fields import MAX_SCALE
 from sim.model.parameters import scenario_parameters, scenario_slo
@@ -127,7 +128,7 @@ def simulate(
     check_size(scenario, demand, force=force)
     meta = scenario.scenario
     n_bins = max(1, math.ceil(meta.duration / meta.bin - 1e-9))
-    recorder = Recorder(n_bins, meta.bin, meta.scale)
+    recorder = Recorder(n_bins, meta.bin, meta.scale, percentiles=percentile_rows)
     if meta.engine == "fluid" and (scenario.has_graph or not unsupported(scenario)):
         engine = FluidGraphEngine(scenario, demand, recorder)
     elif meta.engine == "fluid":

@@ -9,11 +9,10 @@ from helpers import REPO, TESTS
 
 SIM = REPO / "sim"
 # cli -> experiments -> run -> engine -> analysis -> model; report beside experiments;
-# io, jit and errors at the bottom. A module may import its own level or a lower one.
+# io and errors at the bottom. A module may import its own level or a lower one.
 LEVELS = {
     "errors": 0,
     "io": 0,
-    "jit": 0,
     "model": 1,
     "analysis": 2,
     "engine": 3,
@@ -82,11 +81,11 @@ def test_no_function_level_import_of_the_package_outside_the_cli() -> None:
 
 
 def test_heavy_libraries_stay_in_their_rooms() -> None:
-    """simpy only in engine/, numba only in sim.jit, matplotlib only in the
+    """simpy only in engine/, numba only in the kernel's jit module, matplotlib only in the
     report's chart modules."""
     rooms = {
         "simpy": lambda m: m.startswith("sim.engine."),
-        "numba": lambda m: m == "sim.jit",
+        "numba": lambda m: m == "sim.engine.kernel_jit",
         "matplotlib": lambda m: m in ("sim.report.charts", "sim.report.sweep_charts"),
     }
     strays = [

@@ -21,11 +21,10 @@ Engines write simulated units; `Recorder.timeseries` reports real units (times `
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-
-from sim.jit import JIT, compiled
 
 COUNTERS = (
     "fresh",
@@ -93,23 +92,13 @@ def histogram_percentiles(counts: np.ndarray, quantiles: tuple[float, ...]) -> l
 
 def percentile_rows(counts: np.ndarray, quantiles: tuple[float, ...]) -> np.ndarray:
     """`histogram_percentiles` of each row of a (rows, HIST_BUCKETS) array at once: (rows, q),
-    NaN for an empty row; `quantiles` ascending. Compiled: one walk along each row (numpy's
-    passes over the whole array took about six times as long on 256 rows)."""
+    NaN for an empty row; `quantiles` ascending. Numpy passes over the whole array, with the
+    power taken one number at a time (numpy's vectorised power can differ from the C
+    library's in the last bit), so the kernel's compiled walk (`kernel_store.percentile_rows`,
+    which a run's Recorder uses) gives the same bytes."""
     if list(quantiles) != sorted(quantiles):
         raise ValueError(f"quantiles must ascend, got {quantiles}")
-    counts = np.ascontiguousarray(counts, dtype=np.float64)
-    if not JIT:
-        return percentile_rows_plain(counts, quantiles)
-    out = np.empty((len(counts), len(quantiles)))
-    _percentiles_into(counts, np.asarray(quantiles, dtype=np.float64), HIST_EDGES, out)
-    return out
-
-
-def percentile_rows_plain(counts: np.ndarray, quantiles: tuple[float, ...]) -> np.ndarray:
-    """`percentile_rows` without numba, the same bytes: numpy passes over the whole array
-    (the compiled walk as plain Python took 45 times as long on 256 rows), with the power
-    taken one number at a time, because numpy's vectorised power can differ from the C
-    library's in the last bit."""
+    counts = np.asarray(counts, dtype=np.float64)
     cumulative = np.cumsum(counts, axis=1)
     total = cumulative[:, -1:]
     rank = np.asarray(quantiles)[None, :] * total
@@ -128,31 +117,6 @@ def percentile_rows_plain(counts: np.ndarray, quantiles: tuple[float, ...]) -> n
     return out
 
 
-@compiled
-def _percentiles_into(counts, quantiles, edges, out):
-    """`percentile_rows` into `out`: for each quantile q, the first bucket whose running count
-    reaches q · total, and inside it a geometric interpolation between its edges."""
-    n_buckets = counts.shape[1]
-    for row in range(counts.shape[0]):
-        total = 0.0
-        for j in range(n_buckets):
-            total += counts[row, j]
-        j, before = 0, 0.0
-        for i in range(len(quantiles)):
-            rank = quantiles[i] * total
-            # The first bucket whose running count reaches the rank (the last at most).
-            while j < n_buckets - 1:
-                running = before + counts[row, j]
-                if running >= rank:
-                    break
-                before = running
-                j += 1
-            inside = (rank - before) / counts[row, j] if counts[row, j] > 0 else 0.5
-            inside = min(max(inside, 0.0), 1.0)
-            low = edges[j]
-            out[row, i] = low * (edges[j + 1] / low) ** inside if total > 0 else math.nan
-
-
 def bucket_index(latencies_s) -> np.ndarray:
     """The bucket of HIST_EDGES each latency falls in (out-of-range ones in the end buckets)."""
     values = np.asarray(latencies_s, dtype=float)
@@ -167,6 +131,7 @@ def bucket_counts(latencies_s, weights=None) -> np.ndarray:
     return np.bincount(bucket_index(latencies_s), weights=weights, minlength=HIST_BUCKETS)
 
 
+Percentiles = Callable[[np.ndarray, tuple[float, ...]], np.ndarray]  # as `percentile_rows`
 # Latencies already bucketed, for many bins at once: the bins (ascending), their counts on
 # HIST_EDGES (one row each, weighted), and each row's sum and maximum (seconds).
 Histograms = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
@@ -182,8 +147,9 @@ class LatencyBins:
     settled bin is an engine's bug and raises ValueError.
     """
 
-    def __init__(self, n_bins: int) -> None:
+    def __init__(self, n_bins: int, percentiles: Percentiles = percentile_rows) -> None:
         self.n_bins = n_bins
+        self._percentiles = percentiles
         self._pct = np.full((n_bins, len(QUANTILES)), np.nan)
         # Settled bins whose percentiles are still to do: chunks of (bins, histogram rows).
         self._settling: list[tuple[np.ndarray, np.ndarray]] = []
@@ -303,7 +269,7 @@ class LatencyBins:
         """Settled bins' histograms, their percentiles computed with the next batch (a large
         one at once: copying it into a batch would cost more than the percentiles)."""
         if len(bins) >= SETTLE_BATCH:
-            self._pct[bins] = percentile_rows(rows, QUANTILES)
+            self._pct[bins] = self._percentiles(rows, QUANTILES)
             return
         self._settling.append((bins, rows))
         self._settling_rows += len(bins)
@@ -316,7 +282,7 @@ class LatencyBins:
             if len(self._settling) > 1:
                 bins = np.concatenate([b for b, _ in self._settling])
                 rows = np.concatenate([h for _, h in self._settling])
-            self._pct[bins] = percentile_rows(rows, QUANTILES)
+            self._pct[bins] = self._percentiles(rows, QUANTILES)
             self._settling, self._settling_rows = [], 0
 
     @property
@@ -358,7 +324,15 @@ class Recorder:
     time hands them over with `close_bins`, their latencies as `Histograms` arrays.
     """
 
-    def __init__(self, n_bins: int, bin_s: float, scale: float = 1.0) -> None:
+    def __init__(
+        self,
+        n_bins: int,
+        bin_s: float,
+        scale: float = 1.0,
+        percentiles: Percentiles = percentile_rows,
+    ) -> None:
+        """`percentiles`: how settled bins' histograms become percentiles (`percentile_rows`, or
+        a faster one that gives the same bytes)."""
         self.n_bins = n_bins
         self.bin_s = bin_s
         self.scale = scale
@@ -371,8 +345,8 @@ class Recorder:
         self.queue_end = [0] * n_bins
         self.busy_end = [0] * n_bins
         self.servers_end = [0] * n_bins
-        self.client_latency = LatencyBins(n_bins)
-        self.server_latency = LatencyBins(n_bins)
+        self.client_latency = LatencyBins(n_bins, percentiles)
+        self.server_latency = LatencyBins(n_bins, percentiles)
         self.started = 0
         self.waited = 0
         self.wait_sum = 0.0

@@ -12,7 +12,7 @@ One definition of each rule, so the DES kernel and the fluid engine cannot drift
 * The retry budget is a token bucket of at most RETRY_BUDGET_BURST real tokens: a retry
   costs one real token per real request, a success earns `retry_budget`.
 
-The scalar functions are compiled with the kernel (`sim.jit.compiled`) and stay plain
+The scalar functions are compiled with the kernel (`kernel_jit.compiled`) and stay plain
 Python where numba is absent or `OUTAGE_SIM_JIT=0`.
 """
 
@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from sim.jit import compiled
+from sim.engine.kernel_jit import compiled
 from sim.model.scenario import Backoff
 
 RETRY_BUDGET_BURST = 10.0  # real tokens: the bucket's size and its content at the start

@@ -38,6 +38,7 @@ import math
 from collections import namedtuple
 
 from sim.analysis.metrics import HIST_BUCKETS, HIST_EDGES, HIST_MIN_S
+from sim.engine.kernel_jit import compiled, compiled_inline
 from sim.engine.kernel_state import (
     AR_BUSY,
     AR_CAPACITY,
@@ -59,7 +60,6 @@ from sim.engine.kernel_state import (
     SN_SERVERS,
 )
 from sim.engine.kernel_store import latency_bucket
-from sim.jit import compiled, compiled_inline
 
 # -- rows (a caller's policy towards one tier, on one route) -------------------------------
 (

@@ -37,6 +37,7 @@ from sim.engine.kernel_clients import (
     throttle_accept,
     throttled,
 )
+from sim.engine.kernel_jit import compiled, compiled_inline
 from sim.engine.kernel_state import (
     A_BACKOFF_S,
     A_CLIENT,
@@ -129,7 +130,6 @@ from sim.engine.kernel_store import (
     record_latency,
     touch,
 )
-from sim.jit import compiled, compiled_inline
 
 REACHED, NEEDS_SERVICE = 0, 1
 SOURCE_HEAP, SOURCE_LANE, SOURCE_ARRIVAL = range(3)

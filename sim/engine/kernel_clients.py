@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from sim.engine import clients
 from sim.engine.clients import JITTER_NONE, THROTTLE_SLOTS
+from sim.engine.kernel_jit import compiled
 from sim.engine.kernel_state import (
     CL_BASE_S,
     CL_BUDGET_BURST,
@@ -32,7 +33,6 @@ from sim.engine.kernel_state import (
     R_THROTTLE,
 )
 from sim.engine.kernel_store import draw
-from sim.jit import compiled
 
 
 @compiled

@@ -20,8 +20,8 @@ from sim.analysis.metrics import (
     bucket_counts,
     histogram_percentiles,
     percentile_rows,
-    percentile_rows_plain,
 )
+from sim.engine import kernel_store
 
 QUANTILES = (0.5, 0.95, 0.99)
 BUCKET_RATIO = HIST_EDGES[1] / HIST_EDGES[0]
@@ -88,9 +88,10 @@ def test_any_sample_percentile_lies_within_one_bucket(values: list[float], q: fl
 
 
 def test_percentile_rows_match_a_search_on_each_rows_cumulative_counts() -> None:
-    """The compiled walk gives, to the last bit, what a plain search gives: the first bucket
-    whose cumulative count reaches q · total, and a geometric interpolation inside it; on
-    counts and on weighted masses, empty rows, one-bucket rows and the end buckets."""
+    """Numpy's passes and the kernel's compiled walk give, to the last bit, what a plain
+    search gives: the first bucket whose cumulative count reaches q · total, and a geometric
+    interpolation inside it; on counts and on weighted masses, empty rows, one-bucket rows
+    and the end buckets."""
     rng = np.random.default_rng(7)
     rows = [bucket_counts(rng.exponential(1.0, int(rng.integers(1, 2000)))) for _ in range(60)]
     rows += [bucket_counts(10 ** rng.uniform(-5, 6, 50), rng.uniform(0, 3, 50)) for _ in range(60)]
@@ -115,11 +116,12 @@ def test_percentile_rows_match_a_search_on_each_rows_cumulative_counts() -> None
                     expected[r, i] = low * (high / low) ** min(max(float(inside), 0.0), 1.0)
         got = percentile_rows(rows, quantiles)
         assert np.array_equal(got, expected, equal_nan=True), quantiles
-        # The path without numba gives the same bytes.
-        plain = percentile_rows_plain(rows, quantiles)
-        assert np.array_equal(plain, expected, equal_nan=True), quantiles
-    with pytest.raises(ValueError, match="ascend"):
-        percentile_rows(rows, (0.99, 0.5))
+        # The kernel's compiled walk (what a run's Recorder uses) gives the same bytes.
+        walked = kernel_store.percentile_rows(rows, quantiles)
+        assert np.array_equal(walked, expected, equal_nan=True), quantiles
+    for function in (percentile_rows, kernel_store.percentile_rows):
+        with pytest.raises(ValueError, match="ascend"):
+            function(rows, (0.99, 0.5))
 
 
 def _hand_over_bin_by_bin(recorder: Recorder, first: int, end: int, server, client) -> None:

@@ -25,9 +25,8 @@ import sim.engine.controls
 import sim.engine.des
 import sim.model.workload
 import sim.run
-from sim import jit
 from sim.analysis.metrics import HIST_BUCKETS, HIST_EDGES, Recorder
-from sim.engine import clients, kernel_clients, kernel_store
+from sim.engine import clients, kernel_clients, kernel_jit, kernel_store
 from sim.engine import kernel_state as ks
 from sim.engine.des import DesEngine
 from sim.io import summary_json
@@ -128,7 +127,7 @@ def _fingerprint_in_child(job: str, jit: str) -> str:
 
 
 @pytest.mark.skipif(
-    not jit.JIT and os.environ.get("OUTAGE_SIM_JIT") != "0",
+    not kernel_jit.JIT and os.environ.get("OUTAGE_SIM_JIT") != "0",
     reason="numba is not importable",
 )
 @pytest.mark.parametrize(
@@ -145,8 +144,12 @@ def _fingerprint_in_child(job: str, jit: str) -> str:
         # The fluid engine's compiled graph step (sim/engine/fluid_graph_kernel.py).
         (
             "cascade.toml",
-            {"scenario.engine": "fluid", "scenario.duration": "5min", "faults.0.at": "1min",
-             "faults.0.duration": "2min"},
+            {
+                "scenario.engine": "fluid",
+                "scenario.duration": "5min",
+                "faults.0.at": "1min",
+                "faults.0.duration": "2min",
+            },
         ),  # fmt: skip
     ],
 )

@@ -1,5 +1,4 @@
-"""How compiled code is compiled (the kernel, and the Recorder's percentiles): numba's `njit`,
-its on-disk cache, and the plain-Python fallback.
+"""How the kernel is compiled: numba's `njit`, its on-disk cache, and the plain-Python fallback.
 
 `compiled(function)` compiles with numba when it is importable and `OUTAGE_SIM_JIT` is not
 "0"; otherwise the function stays ordinary Python (same results, slower). Two choices:
@@ -29,13 +28,13 @@ except ImportError:  # numba is optional: the same code then runs as plain Pytho
 
 JIT = numba is not None and os.environ.get("OUTAGE_SIM_JIT", "1") != "0"
 CACHE = os.environ.get("OUTAGE_SIM_JIT_CACHE", "1") != "0"
-SIM = Path(__file__).resolve().parent
-# Every file whose code or constants compiled functions use: the kernel's, the histogram's
-# edges (analysis/metrics.py) and this one (the compile options).
+SIM = Path(__file__).resolve().parent.parent
+# Every file whose code or constants compiled functions use: the kernel's, this one (the
+# compile options) and analysis/metrics.py (the histogram's edges).
 KERNEL_SOURCES = tuple(
     SIM / name
     for name in (
-        "jit.py",
+        "engine/kernel_jit.py",
         "analysis/metrics.py",
         "engine/clients.py",
         "engine/kernel_state.py",
