@@ -4,7 +4,9 @@ the attempt table and its free list, the event heap, ring-buffer queues and time
 These are the leaves of the request path, called many times an event, so each takes only the
 arrays it touches (of a `KernelState`, laid out in `kernel_state.py`), not the whole state: a
 compiled call passes every field of every array it is given, and the state has 26 arrays.
-Bins are closed rarely and take the whole state.
+Bins are closed rarely and take the whole state. Also here, compiled for the Python driver's
+hand-overs to the Recorder: latency records counted into per-bin histograms, and the
+histograms' percentiles.
 """
 
 from __future__ import annotations
