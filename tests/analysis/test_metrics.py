@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pytest
-from helpers import REPO
+from helpers import REPO, queue_text
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -398,25 +398,11 @@ def test_a_hand_over_amid_the_runs_last_instant_leaves_the_last_bin_open(monkeyp
     from sim.model.scenario import parse_scenario
 
     monkeypatch.setattr(kernel_state, "LAT0", 512)
-    text = """\
-[scenario]
-name = "end-batch"
-duration = 100
-bin = 10
-
-[arrivals]
-rate = 20
-
-[service]
-servers = 1000
-time = { dist = "deterministic", mean = 10 }
-
-[[faults]]
-at = 50
-duration = 40
-capacity_factor = 0
-"""
-    result = sim.simulate(parse_scenario(text))
+    text = queue_text(
+        rate_rps=20.0, servers=1000, duration_s=100.0, bin_s=10.0, dist="deterministic", mean_s=10.0
+    )
+    fault = "\n[[faults]]\nat = 50\nduration = 40\ncapacity_factor = 0\n"
+    result = sim.simulate(parse_scenario(text + fault))
     requests = result.summary["requests"]
     served_by_the_end = int(np.sum(result.timeseries["succeeded"]))
     assert served_by_the_end == requests["succeeded"] > 800
@@ -438,19 +424,7 @@ def test_a_hand_over_holds_histograms_for_a_bounded_span_of_bins(monkeypatch) ->
         close_bins(self, first, end, queue, busy, servers, server, client)
 
     monkeypatch.setattr(Recorder, "close_bins", watched)
-    text = """\
-[scenario]
-name = "light-day"
-duration = "1d"
-bin = "1s"
-
-[arrivals]
-rate = 2
-
-[service]
-servers = 4
-time = { dist = "exponential", mean = "1s" }
-"""
+    text = queue_text(rate_rps=2.0, servers=4, duration_s=86_400.0, bin_s=1.0)
     result = sim.simulate(parse_scenario(text))
     assert result.summary["requests"]["succeeded"] > 100_000
     assert len(rows) >= 86
