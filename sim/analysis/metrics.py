@@ -230,10 +230,11 @@ class LatencyBins:
         single = np.ones(len(bins), dtype=bool)
         single[1:] = bins[1:] != bins[:-1]
         single[:-1] &= bins[:-1] != bins[1:]
-        now = np.zeros(self.n_bins, dtype=bool)
-        now[settle] = True
-        now[list(self.open)] = False
-        direct = single & now[bins]
+        # Settled now (both arrays ascend: a search, not an array over every bin of the run).
+        at = np.minimum(np.searchsorted(settle, bins), max(len(settle) - 1, 0))
+        direct = single & (settle[at] == bins) if len(settle) else np.zeros(len(bins), bool)
+        if self.open:
+            direct &= np.array([b not in self.open for b in bins.tolist()], dtype=bool)
         for b, row in zip(bins[~direct].tolist(), counts[~direct], strict=True):
             self._fold(b, row)
         settling = [(b, self.open.pop(b)) for b in settle.tolist() if b in self.open]
