@@ -274,8 +274,7 @@ class DesEngine(GraphOutputs):
     def _refill(self, stream: int) -> None:
         """A full block for a random stream, the numbers not yet used kept at its front."""
         k = self.k
-        if k.rand_n[stream] == UNFILLED:
-            self._check_unfilled()
+        if k.rand_n[stream] == UNFILLED:  # (never drawn: `_sync` checks at every hand-over)
             k.rand_n[stream] = 0
         pos, n = k.rand_pos[stream], k.rand_n[stream]
         left = n - pos
@@ -286,7 +285,6 @@ class DesEngine(GraphOutputs):
     def _service(self) -> None:
         """Refill, grow or empty whatever the kernel is short of."""
         k = self.k
-        self._check_unfilled()
         for stream in self.draws:
             if (
                 k.rand_n[stream] != UNFILLED
